@@ -1,0 +1,2 @@
+export * from "./lambda-function.js";
+export * from "./logger.js";

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ESB's tests and `make up` need: containerd, runc
+# and the CNI plugins (the worker runtime), docker-registry (a local OCI
+# registry), podman (stands in for a Docker engine in docker-mode tests),
+# iproute2/iptables (network namespaces, bridge NAT), and tools.
+set -euo pipefail
+packages=(containerd runc containernetworking-plugins docker-registry podman iproute2 iptables
+  curl openssl ca-certificates git make)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "system packages present: ${packages[*]}"
