@@ -69,3 +69,4 @@ bench: build
 
 clean:
 	rm -rf */dist */*.tsbuildinfo
+-include mk/kind.mk
