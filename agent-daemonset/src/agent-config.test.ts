@@ -1,0 +1,49 @@
+import { describe, it, expect } from "@jest/globals";
+import { AgentConfigError, loadAgentConfig } from "./agent-config.js";
+
+describe("loadAgentConfig", () => {
+  it("applies the defaults", () => {
+    const c = loadAgentConfig({ NODE_NAME: "n1" });
+    expect(c).toMatchObject({
+      runtime: "containerd",
+      containerdNamespace: "esb",
+      port: 50051,
+      nodeName: "n1",
+      cniMode: "bridge",
+      cniBridge: "esb-cni0",
+      cniSubnet: "10.88.0.0/16",
+      region: "us-east-1",
+      insecureRegistries: [],
+    });
+  });
+
+  it("reads overrides", () => {
+    const c = loadAgentConfig({
+      AGENT_RUNTIME: "docker",
+      AGENT_PORT: "6000",
+      CNI_MODE: "cluster",
+      INSECURE_REGISTRIES: "localhost:5000, reg.local",
+      AGENT_MEMORY_MB: "2048",
+      RUNTIME_IMAGE: "localhost:5000/esb/runtime:{runtime}",
+    });
+    expect(c).toMatchObject({
+      runtime: "docker",
+      port: 6000,
+      cniMode: "cluster",
+      insecureRegistries: ["localhost:5000", "reg.local"],
+      memoryCapacityMb: 2048,
+      runtimeImage: "localhost:5000/esb/runtime:{runtime}",
+    });
+  });
+
+  it("names the bad variable", () => {
+    expect(() => loadAgentConfig({ AGENT_RUNTIME: "podman" })).toThrow(
+      /AGENT_RUNTIME="podman" must be one of: containerd, docker/,
+    );
+    expect(() => loadAgentConfig({ AGENT_PORT: "70000" })).toThrow(AgentConfigError);
+    expect(() => loadAgentConfig({ CNI_SUBNET: "10.88.0.0" })).toThrow(/CNI_SUBNET/);
+    expect(() => loadAgentConfig({ CNI_BRIDGE: "a-bridge-name-too-long" })).toThrow(/CNI_BRIDGE/);
+    expect(() => loadAgentConfig({ RUNTIME_IMAGE: "x:latest" })).toThrow(/\{runtime\}/);
+    expect(() => loadAgentConfig({ AGENT_MEMORY_MB: "12" })).toThrow(/AGENT_MEMORY_MB/);
+  });
+});

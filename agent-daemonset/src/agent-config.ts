@@ -1,0 +1,145 @@
+import { hostname } from "node:os";
+
+/** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
+export interface AgentConfig {
+  /** Container engine: `containerd` (default) or `docker`. */
+  runtime: "containerd" | "docker";
+  containerdSocket: string;
+  containerdNamespace: string;
+  /** Docker (or Podman) API socket for the docker runtime. */
+  dockerSocket: string;
+  /** AgentService port (gRPC + Connect over HTTP/2 cleartext). */
+  port: number;
+  /** /healthz, /readyz, /metrics port. */
+  metricsPort: number;
+  /** Listen address. */
+  host: string;
+  nodeName: string;
+  stateDir: string;
+  cniMode: "bridge" | "cluster";
+  cniBridge: string;
+  cniSubnet: string;
+  cniBinDir: string;
+  cniConfDir: string;
+  netnsDir: string;
+  /** Registries reached over plain HTTP (host[:port]). */
+  insecureRegistries: string[];
+  /** AWS_REGION seen by workers. */
+  region: string;
+  /** Memory offered to workers (MiB); undefined = the machine's memory. */
+  memoryCapacityMb?: number;
+  /** Managed-runtime image template (`…:{runtime}`); undefined = build runtime images locally. */
+  runtimeImage?: string;
+}
+
+/** Bad agent configuration; the message names the variable and what is expected. */
+export class AgentConfigError extends Error {
+  override name = "AgentConfigError";
+}
+
+/** Environment variables the agent reads, with their meaning (for --help). */
+export const AGENT_ENV_HELP: [string, string][] = [
+  ["AGENT_RUNTIME", "containerd (default) or docker"],
+  ["CONTAINERD_SOCKET", "containerd gRPC socket (default /run/containerd/containerd.sock)"],
+  ["CONTAINERD_NAMESPACE", "containerd namespace (default esb)"],
+  ["DOCKER_SOCKET", "Docker/Podman API socket for AGENT_RUNTIME=docker (default /var/run/docker.sock)"],
+  ["AGENT_PORT", "AgentService port, gRPC and Connect over h2c (default 50051)"],
+  ["AGENT_METRICS_PORT", "/healthz /readyz /metrics port (default 9090)"],
+  ["AGENT_HOST", "listen address (default 0.0.0.0)"],
+  ["NODE_NAME", "node name, owner label of workers (default hostname)"],
+  ["AGENT_STATE_DIR", "persisted specs, code, CNI state (default /var/lib/esb/agent)"],
+  ["CNI_MODE", "bridge (default: ESB's own bridge) or cluster (node's /etc/cni/net.d)"],
+  ["CNI_BRIDGE", "bridge name in bridge mode (default esb-cni0)"],
+  ["CNI_SUBNET", "worker subnet in bridge mode (default 10.88.0.0/16)"],
+  ["CNI_BIN_DIR", "CNI plugin folder (default /usr/lib/cni, then /opt/cni/bin)"],
+  ["CNI_CONF_DIR", "CNI configuration folder in cluster mode (default /etc/cni/net.d)"],
+  ["NETNS_DIR", "where worker network namespaces are mounted (default /run/netns)"],
+  ["INSECURE_REGISTRIES", "comma-separated host:port reached over plain HTTP"],
+  ["AWS_REGION", "region seen by functions (default us-east-1)"],
+  ["AGENT_MEMORY_MB", "memory offered to workers in MiB (default: all of the machine's)"],
+  [
+    "RUNTIME_IMAGE",
+    "managed-runtime image template, e.g. registry:5000/esb/runtime:{runtime} (default: build locally)",
+  ],
+];
+
+function port(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new AgentConfigError(`${name}="${raw}" is not a port number (0–65535)`);
+  return n;
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], dflt: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return dflt;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new AgentConfigError(`${name}="${raw}" must be one of: ${allowed.join(", ")}`);
+  }
+  return raw as T;
+}
+
+/** Reads and validates the agent's configuration; throws {@link AgentConfigError} naming the bad variable. */
+export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const subnet = env.CNI_SUBNET || "10.88.0.0/16";
+  if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.test(subnet)) {
+    throw new AgentConfigError(`CNI_SUBNET="${subnet}" is not an IPv4 CIDR such as 10.88.0.0/16`);
+  }
+  const bridge = env.CNI_BRIDGE || "esb-cni0";
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) {
+    throw new AgentConfigError(
+      `CNI_BRIDGE="${bridge}" is not a Linux interface name (1–15 letters, digits, '-', '_', '.')`,
+    );
+  }
+  const nodeName = env.NODE_NAME || hostname();
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(nodeName)) {
+    throw new AgentConfigError(`NODE_NAME="${nodeName}" is not a valid node name`);
+  }
+  let memoryCapacityMb: number | undefined;
+  if (env.AGENT_MEMORY_MB) {
+    memoryCapacityMb = Number(env.AGENT_MEMORY_MB);
+    if (!Number.isInteger(memoryCapacityMb) || memoryCapacityMb < 128) {
+      throw new AgentConfigError(
+        `AGENT_MEMORY_MB="${env.AGENT_MEMORY_MB}" must be a whole number of MiB, at least 128`,
+      );
+    }
+  }
+  const insecureRegistries = (env.INSECURE_REGISTRIES ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const r of insecureRegistries) {
+    if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(r))
+      throw new AgentConfigError(`INSECURE_REGISTRIES entry "${r}" is not host[:port]`);
+  }
+  if (
+    env.RUNTIME_IMAGE !== undefined &&
+    env.RUNTIME_IMAGE !== "" &&
+    !env.RUNTIME_IMAGE.includes("{runtime}")
+  ) {
+    throw new AgentConfigError(`RUNTIME_IMAGE="${env.RUNTIME_IMAGE}" must contain {runtime}`);
+  }
+  return {
+    runtime: oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd"),
+    containerdSocket: env.CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
+    containerdNamespace: env.CONTAINERD_NAMESPACE || "esb",
+    dockerSocket: env.DOCKER_SOCKET || "/var/run/docker.sock",
+    port: port(env, "AGENT_PORT", 50051),
+    metricsPort: port(env, "AGENT_METRICS_PORT", 9090),
+    host: env.AGENT_HOST || "0.0.0.0",
+    nodeName,
+    stateDir: env.AGENT_STATE_DIR || "/var/lib/esb/agent",
+    cniMode: oneOf(env, "CNI_MODE", ["bridge", "cluster"] as const, "bridge"),
+    cniBridge: bridge,
+    cniSubnet: subnet,
+    cniBinDir: env.CNI_BIN_DIR || "/usr/lib/cni",
+    cniConfDir: env.CNI_CONF_DIR || "/etc/cni/net.d",
+    netnsDir: env.NETNS_DIR || "/run/netns",
+    insecureRegistries,
+    region: env.AWS_REGION || "us-east-1",
+    memoryCapacityMb,
+    runtimeImage: env.RUNTIME_IMAGE || undefined,
+  };
+}

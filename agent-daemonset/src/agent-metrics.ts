@@ -1,0 +1,115 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { NodeAgent } from "./node-agent.js";
+import type { PoolEvent } from "./pool/worker-pool.js";
+
+/**
+ * The agent's Prometheus metrics, in a registry of their own: cold starts,
+ * thaws, pauses, worker removals, acquire latency by start kind, and pool
+ * sizes by state (read from the agent at scrape time).
+ */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private readonly coldStarts: Counter<"function" | "result">;
+  private readonly coldStartSeconds: Histogram<"function">;
+  private readonly thaws: Counter<"function">;
+  private readonly thawSeconds: Histogram<never>;
+  private readonly pauses: Counter<"function">;
+  private readonly removals: Counter<"function" | "failed">;
+  private readonly acquireSeconds: Histogram<"start_kind">;
+
+  /** @param agent read at scrape time for pool sizes; may be set later with {@link attach}. */
+  constructor(private agent?: NodeAgent) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "esb_agent_" });
+    this.coldStarts = new Counter({
+      name: "esb_agent_cold_starts_total",
+      help: "Workers started (result: ok or failed).",
+      labelNames: ["function", "result"],
+      registers,
+    });
+    this.coldStartSeconds = new Histogram({
+      name: "esb_agent_cold_start_seconds",
+      help: "Time to create and start a worker.",
+      labelNames: ["function"],
+      buckets: [0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.thaws = new Counter({
+      name: "esb_agent_thaws_total",
+      help: "Paused workers resumed for an invocation.",
+      labelNames: ["function"],
+      registers,
+    });
+    this.thawSeconds = new Histogram({
+      name: "esb_agent_thaw_seconds",
+      help: "Time to resume a paused worker.",
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.012, 0.02, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.pauses = new Counter({
+      name: "esb_agent_pauses_total",
+      help: "Idle workers paused (frozen).",
+      labelNames: ["function"],
+      registers,
+    });
+    this.removals = new Counter({
+      name: "esb_agent_workers_removed_total",
+      help: "Workers destroyed (failed: crashed, timed out, lease lost).",
+      labelNames: ["function", "failed"],
+      registers,
+    });
+    this.acquireSeconds = new Histogram({
+      name: "esb_agent_acquire_seconds",
+      help: "AcquireWorker latency by how the worker was obtained.",
+      labelNames: ["start_kind"],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
+    const pools: Gauge<"function" | "state"> = new Gauge({
+      name: "esb_agent_pool_workers",
+      help: "Workers per function and state.",
+      labelNames: ["function", "state"],
+      registers,
+      collect: () => {
+        pools.reset();
+        for (const p of this.agent?.pools() ?? []) {
+          const fn = `${p.ref.namespace}/${p.ref.name}`;
+          for (const [state, n] of Object.entries(p.counts)) pools.set({ function: fn, state }, n);
+        }
+      },
+    });
+  }
+
+  /** Sets the agent whose pools are reported. */
+  attach(agent: NodeAgent): void {
+    this.agent = agent;
+  }
+
+  /** Records one pool event; pass as the agent's `onPoolEvent`. */
+  record = (e: PoolEvent): void => {
+    switch (e.type) {
+      case "acquired":
+        this.acquireSeconds.observe({ start_kind: e.kind }, e.durationMs / 1000);
+        break;
+      case "cold-start":
+        this.coldStarts.inc({ function: e.function, result: e.ok ? "ok" : "failed" });
+        if (e.ok) this.coldStartSeconds.observe({ function: e.function }, e.durationMs / 1000);
+        break;
+      case "thawed":
+        this.thaws.inc({ function: e.function });
+        this.thawSeconds.observe(e.durationMs / 1000);
+        break;
+      case "paused":
+        this.pauses.inc({ function: e.function });
+        break;
+      case "removed":
+        this.removals.inc({ function: e.function, failed: String(e.failed) });
+        break;
+    }
+  };
+
+  /** The exposition text for /metrics. */
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,89 @@
+import { describe, it, expect } from "@jest/globals";
+import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
+import { buildWorkerSpec, cpuSharesFor, parseUser } from "./oci-spec.js";
+
+const image: PreparedImage = {
+  ref: "r/x:1",
+  digest: `sha256:${"b".repeat(64)}`,
+  config: {
+    entrypoint: ["/entry"],
+    cmd: ["arg"],
+    env: ["PATH=/bin", "A=image"],
+    workingDir: "/app",
+    user: "993:990",
+  },
+};
+const spec: WorkerSpec = {
+  id: "w1",
+  image,
+  labels: {},
+  env: { A: "worker", B: "2" },
+  memoryMb: 256,
+  tmpMb: 512,
+  pidsLimit: 100,
+  mounts: [{ hostPath: "/srv/code", containerPath: "/var/task" }],
+};
+
+describe("buildWorkerSpec", () => {
+  const s = buildWorkerSpec(spec, image, { netnsPath: "/run/netns/esb-w1", namespace: "esb" });
+
+  it("runs the image's entrypoint + cmd as the image user with merged env", () => {
+    expect(s.process.args).toEqual(["/entry", "arg"]);
+    expect(s.process.user).toEqual({ uid: 993, gid: 990 });
+    expect(s.process.cwd).toBe("/app");
+    expect(s.process.env).toEqual(["PATH=/bin", "A=worker", "B=2"]);
+    expect(
+      buildWorkerSpec({ ...spec, args: ["/x"], workingDir: "/w" }, image, {
+        netnsPath: "/n",
+        namespace: "esb",
+      }).process,
+    ).toMatchObject({
+      args: ["/x"],
+      cwd: "/w",
+    });
+  });
+
+  it("limits memory (no swap), CPU, pids and privileges", () => {
+    expect(s.linux.resources.memory).toEqual({ limit: 256 * 1024 * 1024, swap: 256 * 1024 * 1024 });
+    expect(s.linux.resources.cpu.shares).toBe(cpuSharesFor(256));
+    expect(s.linux.resources.pids).toEqual({ limit: 100 });
+    expect(s.process.capabilities.bounding).toEqual([]);
+    expect(s.process.capabilities.effective).toEqual([]);
+    expect(s.process.noNewPrivileges).toBe(true);
+    expect(s.process.rlimits).toEqual([{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }]);
+    expect(s.linux.cgroupsPath).toBe("/esb/w1");
+  });
+
+  it("has a read-only root, a sized /tmp, read-only binds and the given netns", () => {
+    expect(s.root).toEqual({ path: "rootfs", readonly: true });
+    expect(s.mounts.find((m) => m.destination === "/tmp")?.options).toEqual(
+      expect.arrayContaining(["size=512m", "mode=1777"]),
+    );
+    expect(s.mounts.find((m) => m.destination === "/var/task")).toMatchObject({
+      type: "bind",
+      source: "/srv/code",
+      options: expect.arrayContaining(["ro", "rbind"]),
+    });
+    expect(s.linux.namespaces).toContainEqual({ type: "network", path: "/run/netns/esb-w1" });
+    expect(s.linux.maskedPaths).toContain("/proc/kcore");
+  });
+
+  it("scales CPU shares with memory like Lambda, at least 2", () => {
+    expect(cpuSharesFor(1769)).toBe(1024);
+    expect(cpuSharesFor(128)).toBe(74);
+    expect(cpuSharesFor(1)).toBe(2);
+  });
+
+  it("accepts numeric users only", () => {
+    expect(parseUser("")).toEqual({ uid: 0, gid: 0 });
+    expect(parseUser("1000")).toEqual({ uid: 1000, gid: 1000 });
+    expect(() => parseUser("sbx_user1051")).toThrow(/not numeric/);
+  });
+
+  it("refuses a worker without a command", () => {
+    const bare = { ...image, config: { ...image.config, entrypoint: [], cmd: [] } };
+    expect(() =>
+      buildWorkerSpec({ ...spec, image: bare }, bare, { netnsPath: "/n", namespace: "esb" }),
+    ).toThrow(/no command/);
+  });
+});

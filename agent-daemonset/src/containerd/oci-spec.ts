@@ -1,0 +1,187 @@
+import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
+
+/** type_url containerd uses for an OCI runtime spec inside a google.protobuf.Any. */
+export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/** The subset of the OCI runtime spec ESB writes. */
+export interface OciRuntimeSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids?: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: {
+      bounding: string[];
+      effective: string[];
+      permitted: string[];
+      inheritable: string[];
+      ambient: string[];
+    };
+    rlimits: { type: string; hard: number; soft: number }[];
+    noNewPrivileges: boolean;
+    oomScoreAdj?: number;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: { destination: string; type: string; source: string; options: string[] }[];
+  linux: {
+    cgroupsPath: string;
+    resources: {
+      devices: { allow: boolean; access: string }[];
+      memory: { limit: number; swap: number };
+      cpu: { shares: number };
+      pids?: { limit: number };
+    };
+    namespaces: { type: string; path?: string }[];
+    maskedPaths: string[];
+    readonlyPaths: string[];
+  };
+}
+
+/** Where and how the worker runs, beyond its {@link WorkerSpec}. */
+export interface SpecContext {
+  /** Network namespace the worker joins (made by the WorkerNetwork). */
+  netnsPath: string;
+  /** containerd namespace; part of the cgroup path. */
+  namespace: string;
+}
+
+/** Memory (MiB) that buys one full vCPU in AWS Lambda. */
+const MB_PER_VCPU = 1769;
+/** Open files limit in AWS Lambda. */
+const NOFILE = 1024;
+
+/**
+ * CPU shares for a memory size: proportional like Lambda (1024 shares, a full
+ * CPU's weight, per 1769 MiB), at least 2 (the kernel's minimum).
+ */
+export function cpuSharesFor(memoryMb: number): number {
+  return Math.max(2, Math.round((1024 * memoryMb) / MB_PER_VCPU));
+}
+
+/**
+ * Parses an image `User` ("uid", "uid:gid"); names cannot be resolved without
+ * reading the image's /etc/passwd, so they are rejected with a clear error.
+ */
+export function parseUser(user: string): { uid: number; gid: number } {
+  if (!user) return { uid: 0, gid: 0 };
+  const m = /^(\d+)(?::(\d+))?$/.exec(user.trim());
+  if (!m)
+    throw new Error(`image user "${user}" is not numeric (uid or uid:gid); ESB does not resolve user names`);
+  const uid = Number(m[1]);
+  return { uid, gid: m[2] !== undefined ? Number(m[2]) : uid };
+}
+
+/**
+ * Builds the OCI runtime spec of a worker: image defaults overridden by the
+ * worker spec, read-only root with a private tmpfs /tmp, memory (= swap, so no
+ * swapping), CPU shares and pids limits, no capabilities, no new privileges,
+ * the caller's network namespace and fresh pid/ipc/uts/mount namespaces.
+ */
+export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: SpecContext): OciRuntimeSpec {
+  const args = spec.args?.length ? spec.args : [...image.config.entrypoint, ...image.config.cmd];
+  if (args.length === 0)
+    throw new Error(`worker ${spec.id}: no command (image ${image.ref} has no entrypoint or cmd)`);
+  // Image env first, worker env overrides by name.
+  const env = new Map<string, string>();
+  for (const kv of image.config.env) {
+    const i = kv.indexOf("=");
+    if (i > 0) env.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  if (!env.has("PATH")) env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  for (const [k, v] of Object.entries(spec.env)) env.set(k, v);
+  const memoryBytes = spec.memoryMb * 1024 * 1024;
+  const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: parseUser(image.config.user),
+      args,
+      env: [...env].map(([k, v]) => `${k}=${v}`),
+      cwd: spec.workingDir || image.config.workingDir || "/",
+      capabilities: noCaps,
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: NOFILE, soft: NOFILE }],
+      noNewPrivileges: true,
+    },
+    root: { path: "rootfs", readonly: true },
+    hostname: spec.id.slice(0, 63),
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+      },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+      },
+      {
+        destination: "/dev/shm",
+        type: "tmpfs",
+        source: "shm",
+        options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+      },
+      {
+        destination: "/dev/mqueue",
+        type: "mqueue",
+        source: "mqueue",
+        options: ["nosuid", "noexec", "nodev"],
+      },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      {
+        destination: "/sys/fs/cgroup",
+        type: "cgroup",
+        source: "cgroup",
+        options: ["nosuid", "noexec", "nodev", "relatime", "ro"],
+      },
+      {
+        destination: "/tmp",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "nodev", `size=${spec.tmpMb}m`, "mode=1777"],
+      },
+      ...(spec.mounts ?? []).map((m) => ({
+        destination: m.containerPath,
+        type: "bind",
+        source: m.hostPath,
+        options: ["rbind", "ro", "nosuid", "nodev"],
+      })),
+    ],
+    linux: {
+      cgroupsPath: `/${ctx.namespace}/${spec.id}`,
+      resources: {
+        devices: [{ allow: false, access: "rwm" }],
+        memory: { limit: memoryBytes, swap: memoryBytes },
+        cpu: { shares: cpuSharesFor(spec.memoryMb) },
+        ...(spec.pidsLimit ? { pids: { limit: spec.pidsLimit } } : {}),
+      },
+      namespaces: [
+        { type: "pid" },
+        { type: "ipc" },
+        { type: "uts" },
+        { type: "mount" },
+        { type: "network", path: ctx.netnsPath },
+      ],
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+  };
+}

@@ -1,0 +1,13 @@
+export * from "./runtime/runtime.js";
+export * from "./network/worker-network.js";
+export * from "./network/cni-network.js";
+export * from "./pool/pool-errors.js";
+export * from "./pool/worker-pool.js";
+export * from "./node-agent.js";
+export * from "./agent-metrics.js";
+export * from "./agent-config.js";
+export * from "./agent-server.js";
+export * from "./service/agent-service.js";
+export { ContainerdRuntime, type ContainerdRuntimeOptions } from "./runtime/containerd-runtime.js";
+export { DockerRuntime, type DockerRuntimeOptions } from "./runtime/docker-runtime.js";
+export { startAgent, type RunningAgent } from "./main.js";

@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+import { readFileSync, realpathSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createLogger } from "@esb/common";
+import { AGENT_ENV_HELP, AgentConfigError, loadAgentConfig, type AgentConfig } from "./agent-config.js";
+import { AgentMetrics } from "./agent-metrics.js";
+import { AgentServer } from "./agent-server.js";
+import { CniNetwork } from "./network/cni-network.js";
+import { LocalBuildImageResolver, NodeAgent, TemplateImageResolver } from "./node-agent.js";
+import { ContainerdRuntime } from "./runtime/containerd-runtime.js";
+import { DockerRuntime } from "./runtime/docker-runtime.js";
+import type { Runtime } from "./runtime/runtime.js";
+import type { WorkerNetwork } from "./network/worker-network.js";
+
+/** A started agent: its parts, the bound ports, and how to stop it. */
+export interface RunningAgent {
+  agent: NodeAgent;
+  server: AgentServer;
+  port: number;
+  metricsPort: number;
+  /** Stops serving and closes the runtime connection; workers are kept for re-adoption. */
+  stop(): Promise<void>;
+}
+
+/** Builds the runtime, network, node agent and servers from `config` and starts them. */
+export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
+  const log = createLogger("agent");
+  let runtime: Runtime;
+  let network: WorkerNetwork | undefined;
+  if (config.runtime === "containerd") {
+    network = new CniNetwork({
+      mode: config.cniMode,
+      bridgeName: config.cniBridge,
+      subnet: config.cniSubnet,
+      stateDir: join(config.stateDir, "cni"),
+      cniBinDir: config.cniBinDir,
+      confDir: config.cniConfDir,
+      netnsDir: config.netnsDir,
+    });
+    runtime = new ContainerdRuntime({
+      socketPath: config.containerdSocket,
+      namespace: config.containerdNamespace,
+      network,
+      stateDir: join(config.stateDir, "containerd"),
+      insecureRegistries: config.insecureRegistries,
+    });
+  } else {
+    runtime = new DockerRuntime({ socketPath: config.dockerSocket, owner: config.nodeName });
+  }
+  const metrics = new AgentMetrics();
+  const agent = new NodeAgent({
+    nodeName: config.nodeName,
+    runtime,
+    network,
+    stateDir: config.stateDir,
+    region: config.region,
+    memoryCapacityMb: config.memoryCapacityMb,
+    imageResolver: config.runtimeImage
+      ? new TemplateImageResolver(config.runtimeImage)
+      : new LocalBuildImageResolver(),
+    onPoolEvent: metrics.record,
+  });
+  metrics.attach(agent);
+  const server = new AgentServer({
+    agent,
+    metrics,
+    port: config.port,
+    metricsPort: config.metricsPort,
+    host: config.host,
+  });
+  // Listen first so that /healthz answers while workers are re-adopted; /readyz waits for the agent.
+  const ports = await server.start();
+  try {
+    await agent.start();
+  } catch (err) {
+    await server.stop(0);
+    throw err;
+  }
+  log.info({ node: config.nodeName, runtime: runtime.name, ...ports }, "agent ready");
+  return {
+    agent,
+    server,
+    ...ports,
+    async stop() {
+      await server.stop();
+      await agent.close();
+    },
+  };
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function usage(): string {
+  const rows = AGENT_ENV_HELP.map(([k, v]) => `  ${k.padEnd(22)} ${v}`).join("\n");
+  return `esb-agent ${version()}: ESB node agent (AgentService on gRPC; workers on containerd or Docker)
+
+Usage: esb-agent [--help] [--version]
+
+Configuration (environment):
+${rows}
+`;
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(usage());
+    return;
+  }
+  if (argv.includes("--version")) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  const unknown = argv.filter((a) => a.startsWith("-"));
+  if (unknown.length) {
+    process.stderr.write(`unknown option ${unknown[0]}\n\n${usage()}`);
+    process.exitCode = 2;
+    return;
+  }
+  const log = createLogger("agent");
+  let config: AgentConfig;
+  try {
+    config = loadAgentConfig();
+  } catch (err) {
+    if (err instanceof AgentConfigError) {
+      process.stderr.write(`esb-agent: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  const running = await startAgent(config);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping: workers are kept for the next agent");
+    running.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: (err as Error).message }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+const invokedDirectly =
+  process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    createLogger("agent").fatal({ err: (err as Error).message }, "agent failed");
+    process.exit(1);
+  });
+}

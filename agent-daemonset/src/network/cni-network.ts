@@ -1,0 +1,411 @@
+import { spawn } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createLogger, type Logger } from "@esb/common";
+import type { WorkerNetwork } from "./worker-network.js";
+
+/** How workers are networked: ESB's own bridge, or the node's cluster CNI configuration. */
+export type CniMode = "bridge" | "cluster";
+
+/** Options of {@link CniNetwork}. */
+export interface CniNetworkOptions {
+  /** "bridge": ESB's bridge + host-local conflist; "cluster": first conflist in `confDir`. */
+  mode: CniMode;
+  /** Bridge device name (bridge mode). Default `esb-cni0`. */
+  bridgeName?: string;
+  /** IPv4 subnet handed out by host-local (bridge mode). Default `10.88.0.0/16`. */
+  subnet?: string;
+  /** Where ADD results and host-local's allocations are persisted. */
+  stateDir: string;
+  /** Folder(s) of CNI plugin binaries. Default `/usr/lib/cni` (Debian), then `/opt/cni/bin`. */
+  cniBinDir?: string | string[];
+  /** CNI configuration folder read in cluster mode. Default `/etc/cni/net.d`. */
+  confDir?: string;
+  /** Folder where the workers' network namespaces are bind-mounted. Default `/run/netns`. */
+  netnsDir?: string;
+  logger?: Logger;
+}
+
+/** A CNI network configuration list (the `.conflist` format). */
+export interface CniConfList {
+  cniVersion: string;
+  name: string;
+  plugins: Record<string, unknown>[];
+}
+
+/** A CNI plugin failed; carries the spec's error code and message. */
+export class CniError extends Error {
+  override name = "CniError";
+  constructor(
+    message: string,
+    /** CNI error code (spec: 1–99 well-known, 100+ plugin-specific), or -1 when the plugin gave none. */
+    readonly code: number,
+  ) {
+    super(message);
+  }
+}
+
+/** What is persisted per worker so that DEL replays exactly what ADD used. */
+interface Allocation {
+  workerId: string;
+  containerId: string;
+  netnsPath: string;
+  ifName: string;
+  confList: CniConfList;
+  /** Result of the last plugin's ADD; null while ADD has not finished. */
+  result: Record<string, unknown> | null;
+}
+
+const IFNAME = "eth0";
+const PLUGIN_TIMEOUT_MS = 60_000;
+
+/**
+ * {@link WorkerNetwork} built on CNI plugins, executed as the CNI spec says
+ * (plugin binary, `CNI_*` variables, network configuration on stdin, result on
+ * stdout). Each worker gets a persistent network namespace bind-mounted at
+ * `<netnsDir>/esb-<workerId>` and an `eth0` with one IPv4 address. ADD results
+ * are written under `stateDir` before and after ADD, so a DEL (also after an
+ * agent restart) replays the same configuration with the cached result.
+ */
+export class CniNetwork implements WorkerNetwork {
+  readonly mode: CniMode;
+  readonly bridgeName: string;
+  readonly subnet: string;
+  private readonly stateDir: string;
+  private readonly binDirs: string[];
+  private readonly confDir: string;
+  private readonly netnsDir: string;
+  private readonly log: Logger;
+  private confListCache?: CniConfList;
+
+  constructor(opts: CniNetworkOptions) {
+    this.mode = opts.mode;
+    this.bridgeName = opts.bridgeName ?? "esb-cni0";
+    this.subnet = opts.subnet ?? "10.88.0.0/16";
+    this.stateDir = opts.stateDir;
+    const bins = opts.cniBinDir ?? ["/usr/lib/cni", "/opt/cni/bin"];
+    this.binDirs = Array.isArray(bins) ? bins : [bins, "/opt/cni/bin"];
+    this.confDir = opts.confDir ?? "/etc/cni/net.d";
+    this.netnsDir = opts.netnsDir ?? "/run/netns";
+    this.log = opts.logger ?? createLogger("cni-network");
+    if (this.bridgeName.length > 15) {
+      throw new Error(
+        `CNI bridge name "${this.bridgeName}" is longer than 15 characters (Linux interface name limit)`,
+      );
+    }
+    if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(this.subnet)) {
+      throw new Error(`CNI subnet "${this.subnet}" is not an IPv4 CIDR such as 10.88.0.0/16`);
+    }
+  }
+
+  private get allocDir(): string {
+    return join(this.stateDir, "allocations");
+  }
+
+  /** Path of the network namespace of a worker. */
+  netnsPath(workerId: string): string {
+    return join(this.netnsDir, `esb-${workerId}`);
+  }
+
+  /** The network configuration list that ADD uses (bridge mode: generated; cluster mode: read from `confDir`). */
+  async confList(): Promise<CniConfList> {
+    if (this.confListCache) return this.confListCache;
+    const list = this.mode === "bridge" ? this.bridgeConfList() : await this.readClusterConfList();
+    this.confListCache = list;
+    return list;
+  }
+
+  private bridgeConfList(): CniConfList {
+    return {
+      cniVersion: "1.0.0",
+      name: `esb-${this.bridgeName}`,
+      plugins: [
+        {
+          type: "bridge",
+          bridge: this.bridgeName,
+          isGateway: true,
+          ipMasq: true,
+          hairpinMode: true,
+          ipam: {
+            type: "host-local",
+            ranges: [[{ subnet: this.subnet }]],
+            routes: [{ dst: "0.0.0.0/0" }],
+            dataDir: join(this.stateDir, "ipam"),
+          },
+        },
+      ],
+    };
+  }
+
+  private async readClusterConfList(): Promise<CniConfList> {
+    let names: string[];
+    try {
+      names = (await readdir(this.confDir)).filter((n) => /\.(conflist|conf|json)$/.test(n)).sort();
+    } catch (err) {
+      throw new Error(`cannot read CNI configuration folder ${this.confDir}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (names.length === 0) throw new Error(`no CNI configuration (*.conflist, *.conf) in ${this.confDir}`);
+    const file = join(this.confDir, names[0]);
+    const parsed = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+    if (Array.isArray(parsed.plugins)) {
+      return {
+        cniVersion: String(parsed.cniVersion ?? "0.4.0"),
+        name: String(parsed.name ?? "cluster"),
+        plugins: parsed.plugins as Record<string, unknown>[],
+      };
+    }
+    // A single-plugin .conf: wrap it into a list.
+    if (typeof parsed.type !== "string")
+      throw new Error(`${file} is neither a CNI conflist nor a plugin configuration`);
+    const { cniVersion, name, ...plugin } = parsed;
+    return { cniVersion: String(cniVersion ?? "0.4.0"), name: String(name ?? "cluster"), plugins: [plugin] };
+  }
+
+  /** Creates the worker's netns, runs CNI ADD; returns its IP and the netns path. */
+  async attach(workerId: string): Promise<{ ip: string; netnsPath: string }> {
+    validateId(workerId);
+    const confList = await this.confList();
+    const netnsPath = this.netnsPath(workerId);
+    await mkdir(this.allocDir, { recursive: true });
+    const alloc: Allocation = {
+      workerId,
+      containerId: workerId,
+      netnsPath,
+      ifName: IFNAME,
+      confList,
+      result: null,
+    };
+    // Recorded before anything is created so that a crash mid-ADD still leaves a trace for cleanup.
+    await this.writeAlloc(alloc);
+    try {
+      await this.createNetns(netnsPath);
+      // Workers reach their own Runtime API on 127.0.0.1:9001, so loopback must be up.
+      await run("nsenter", [`--net=${netnsPath}`, "ip", "link", "set", "lo", "up"]);
+      let prev: Record<string, unknown> | undefined;
+      for (const plugin of confList.plugins) {
+        prev = await this.execPlugin("ADD", plugin, confList, alloc, prev);
+      }
+      alloc.result = prev ?? {};
+      await this.writeAlloc(alloc);
+      const ip = pickIpv4(alloc.result, netnsPath);
+      if (!ip) throw new CniError(`CNI ADD for worker ${workerId} returned no IPv4 address`, -1);
+      this.log.debug({ workerId, ip }, "worker network attached");
+      return { ip, netnsPath };
+    } catch (err) {
+      await this.detach(workerId).catch((e: unknown) =>
+        this.log.warn({ workerId, err: (e as Error).message }, "cleanup after failed CNI ADD failed"),
+      );
+      throw err;
+    }
+  }
+
+  /** CNI DEL + removes the netns; idempotent. */
+  async detach(workerId: string): Promise<void> {
+    validateId(workerId);
+    const alloc = await this.readAlloc(workerId);
+    const netnsPath = alloc?.netnsPath ?? this.netnsPath(workerId);
+    const netnsExists = await exists(netnsPath);
+    if (alloc) {
+      const plugins = [...alloc.confList.plugins].reverse();
+      const delAlloc: Allocation = { ...alloc, netnsPath: netnsExists ? netnsPath : "" };
+      for (const plugin of plugins) {
+        // The spec wants DEL to succeed when things are already gone; a plugin
+        // error here must not keep the netns or the record alive forever.
+        await this.execPlugin("DEL", plugin, alloc.confList, delAlloc, alloc.result ?? undefined).catch(
+          (e: unknown) =>
+            this.log.warn({ workerId, plugin: plugin.type, err: (e as Error).message }, "CNI DEL failed"),
+        );
+      }
+    }
+    if (alloc && !netnsExists) await this.removeMasqueradeRules(alloc);
+    if (netnsExists) await this.removeNetns(netnsPath);
+    await rm(join(this.allocDir, `${workerId}.json`), { force: true });
+  }
+
+  /** Worker ids that have network allocations (for orphan cleanup). */
+  async list(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.allocDir);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -".json".length));
+  }
+
+  /**
+   * The bridge plugin skips its IP-masquerade teardown when the netns is already
+   * gone (it learns the addresses from the deleted link), leaving a NAT chain
+   * behind; remove the rules tagged with this network and container instead.
+   */
+  private async removeMasqueradeRules(alloc: Allocation): Promise<void> {
+    if (!alloc.confList.plugins.some((p) => p.type === "bridge" && p.ipMasq === true)) return;
+    const comment = `name: "${alloc.confList.name}" id: "${alloc.containerId}"`;
+    let rules: string;
+    try {
+      rules = (await exec("iptables", ["-t", "nat", "-S", "POSTROUTING"], process.env, "")).stdout;
+    } catch {
+      return; // no iptables: the plugin could not have added rules either
+    }
+    const quoted = JSON.stringify(comment);
+    for (const line of rules.split("\n").filter((l) => l.includes(quoted))) {
+      const src = /-s (\S+)/.exec(line)?.[1];
+      const chain = /-j (CNI-[0-9a-f]+)/.exec(line)?.[1];
+      if (!src || !chain) continue;
+      await run("iptables", [
+        "-t",
+        "nat",
+        "-D",
+        "POSTROUTING",
+        "-s",
+        src,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+        "-j",
+        chain,
+      ]).catch(() => undefined);
+      await run("iptables", ["-t", "nat", "-F", chain]).catch(() => undefined);
+      await run("iptables", ["-t", "nat", "-X", chain]).catch(() => undefined);
+    }
+  }
+
+  private async createNetns(path: string): Promise<void> {
+    await mkdir(this.netnsDir, { recursive: true });
+    if (await exists(path)) await this.removeNetns(path);
+    await writeFile(path, "");
+    // `unshare --net=FILE` bind-mounts a new network namespace on FILE, which keeps it alive without a process.
+    await run("unshare", [`--net=${path}`, "true"]);
+  }
+
+  private async removeNetns(path: string): Promise<void> {
+    await run("umount", [path]).catch(() => undefined);
+    await rm(path, { force: true });
+  }
+
+  private async execPlugin(
+    command: "ADD" | "DEL",
+    plugin: Record<string, unknown>,
+    confList: CniConfList,
+    alloc: Allocation,
+    prevResult: Record<string, unknown> | undefined,
+  ): Promise<Record<string, unknown> | undefined> {
+    const type = String(plugin.type);
+    const binary = await this.findPlugin(type);
+    const conf: Record<string, unknown> = { ...plugin, cniVersion: confList.cniVersion, name: confList.name };
+    if (prevResult) conf.prevResult = prevResult;
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: alloc.containerId,
+      CNI_NETNS: alloc.netnsPath,
+      CNI_IFNAME: alloc.ifName,
+      CNI_PATH: this.binDirs.join(":"),
+    };
+    const { code, stdout, stderr } = await exec(binary, [], env, JSON.stringify(conf));
+    if (code !== 0) {
+      let message = stderr.trim() || stdout.trim();
+      let errCode = -1;
+      try {
+        const e = JSON.parse(stdout) as { code?: number; msg?: string; details?: string };
+        errCode = e.code ?? -1;
+        message = [e.msg, e.details].filter(Boolean).join(": ") || message;
+      } catch {
+        // Not a JSON error; keep the raw output.
+      }
+      throw new CniError(
+        `CNI ${command} of plugin ${type} failed for worker ${alloc.workerId}: ${message}`,
+        errCode,
+      );
+    }
+    if (command === "DEL" || stdout.trim() === "") return prevResult;
+    return JSON.parse(stdout) as Record<string, unknown>;
+  }
+
+  private async findPlugin(type: string): Promise<string> {
+    if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new CniError(`invalid CNI plugin type "${type}"`, -1);
+    for (const dir of this.binDirs) {
+      const p = join(dir, type);
+      try {
+        await access(p, fsConstants.X_OK);
+        return p;
+      } catch {
+        // try the next folder
+      }
+    }
+    throw new CniError(`CNI plugin "${type}" not found in ${this.binDirs.join(", ")}`, -1);
+  }
+
+  private async writeAlloc(alloc: Allocation): Promise<void> {
+    const file = join(this.allocDir, `${alloc.workerId}.json`);
+    // Write-then-rename so a crash never leaves a half-written record.
+    await writeFile(`${file}.tmp`, JSON.stringify(alloc));
+    await rename(`${file}.tmp`, file);
+  }
+
+  private async readAlloc(workerId: string): Promise<Allocation | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.allocDir, `${workerId}.json`), "utf8")) as Allocation;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Picks the first IPv4 address of the result, preferring one on an interface inside `netnsPath`. */
+function pickIpv4(result: Record<string, unknown>, netnsPath: string): string | undefined {
+  const ips = (result.ips ?? []) as { address?: string; interface?: number; version?: string }[];
+  const interfaces = (result.interfaces ?? []) as { sandbox?: string }[];
+  const v4 = ips.filter((i) => i.address && !i.address.includes(":"));
+  const inSandbox = v4.find(
+    (i) => i.interface !== undefined && interfaces[i.interface]?.sandbox === netnsPath,
+  );
+  const chosen = inSandbox ?? v4[0];
+  if (chosen?.address) return chosen.address.split("/")[0];
+  // CNI 0.2.0 results.
+  const ip4 = result.ip4 as { ip?: string } | undefined;
+  return ip4?.ip?.split("/")[0];
+}
+
+function validateId(workerId: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(workerId)) {
+    throw new Error(`invalid worker id "${workerId}" (letters, digits, '_', '.', '-'; at most 128)`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function exec(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  stdin: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env, stdio: ["pipe", "pipe", "pipe"], timeout: PLUGIN_TIMEOUT_MS });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.on("error", () => undefined);
+    child.stdin.end(stdin);
+  });
+}
+
+async function run(file: string, args: string[]): Promise<void> {
+  const { code, stderr } = await exec(file, args, process.env, "");
+  if (code !== 0) throw new Error(`${file} ${args.join(" ")} failed (exit ${code}): ${stderr.trim()}`);
+}

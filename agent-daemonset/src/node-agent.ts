@@ -1,0 +1,649 @@
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { totalmem } from "node:os";
+import { dirname, join, normalize, isAbsolute } from "node:path";
+import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { createLogger, type Logger } from "@esb/common";
+import {
+  FunctionCodeSchema,
+  FunctionSpecSchema,
+  type FunctionRef,
+  type FunctionSpec,
+} from "@esb/common/gen/esb/agent/v1/agent_pb";
+import type { WorkerNetwork } from "./network/worker-network.js";
+import { FunctionNotFoundError, InvalidFunctionSpecError, WorkerNotFoundError } from "./pool/pool-errors.js";
+import {
+  WorkerPool,
+  type AcquiredWorker,
+  type AcquireOptions,
+  type InvocationOutcome,
+  type PoolCounts,
+  type PoolEvent,
+  type PoolFunctionConfig,
+  type PoolWorkerInfo,
+} from "./pool/worker-pool.js";
+import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
+
+/**
+ * Makes the base image of a managed runtime (`nodejs22.x`, `provided`, …) ready
+ * in the node's runtime. Runtime images are built by @esb/runtime's image
+ * builder; how they reach the node (pulled from a registry, imported from an
+ * OCI layout) is the resolver's business.
+ */
+export interface FunctionImageResolver {
+  /** The prepared base image for `runtime`; throws {@link InvalidFunctionSpecError} when the runtime is unknown. */
+  prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage>;
+}
+
+/**
+ * A {@link FunctionImageResolver} that pulls runtime images by a reference
+ * template, e.g. `registry.local:5000/esb/runtime:{runtime}`.
+ */
+export class TemplateImageResolver implements FunctionImageResolver {
+  constructor(private readonly template: string) {}
+  /** Pulls the template with `{runtime}` substituted. */
+  async prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
+    if (!/^[a-z0-9.]+$/.test(runtime)) throw new InvalidFunctionSpecError(`unsupported runtime "${runtime}"`);
+    return rt.prepareImage(this.template.replaceAll("{runtime}", runtime));
+  }
+}
+
+/**
+ * A {@link FunctionImageResolver} that builds runtime images on this node with
+ * @esb/runtime's RuntimeImageStore (cached OCI layouts) and imports them into a
+ * runtime that can import layouts (containerd).
+ */
+export class LocalBuildImageResolver implements FunctionImageResolver {
+  /** @param cacheDir image cache folder (default: the store's default). */
+  constructor(private readonly cacheDir?: string) {}
+  /** Builds (or reuses) the runtime image and imports it as `esb.local/runtime:<runtime>-<fingerprint>`. */
+  async prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
+    const { RuntimeImageStore } = await import("@esb/runtime/image/runtime-image-store");
+    const { RUNTIMES } = await import("@esb/runtime/image/runtime-image-builder");
+    // provided.al2023 is the same custom runtime (a bootstrap on a minimal OS): one image serves both.
+    const imageRuntime = runtime === "provided.al2023" ? "provided" : runtime;
+    if (!(RUNTIMES as readonly string[]).includes(imageRuntime)) {
+      throw new InvalidFunctionSpecError(
+        `unsupported runtime "${runtime}": expected one of ${RUNTIMES.join(", ")}`,
+      );
+    }
+    const importer = rt as Runtime & {
+      importImage?: (layoutDir: string, ref: string) => Promise<PreparedImage>;
+    };
+    if (typeof importer.importImage !== "function") {
+      throw new InvalidFunctionSpecError(
+        `runtime ${rt.name} cannot import locally built images; configure RUNTIME_IMAGE`,
+      );
+    }
+    const image = await new RuntimeImageStore(this.cacheDir).get({
+      runtime: imageRuntime as (typeof RUNTIMES)[number],
+    });
+    return importer.importImage(
+      image.layoutDir,
+      `esb.local/runtime:${imageRuntime}-${image.fingerprint.slice(0, 12)}`,
+    );
+  }
+}
+
+/** Options of {@link NodeAgent}. */
+export interface NodeAgentOptions {
+  /** This node's name; goes into every worker's owner label. */
+  nodeName: string;
+  runtime: Runtime;
+  /** The workers' network, when the agent manages it (used to clean orphaned allocations). */
+  network?: WorkerNetwork;
+  /** Persisted function specs and staged code live here. */
+  stateDir: string;
+  /** AWS_REGION / AWS_DEFAULT_REGION seen by workers. Default `us-east-1`. */
+  region?: string;
+  /** Memory the node offers to workers. Default: the machine's total memory. */
+  memoryCapacityMb?: number;
+  /** Base images of managed runtimes; required to prepare `runtime` + `handler` functions. */
+  imageResolver?: FunctionImageResolver;
+  /** Lease length added to the function timeout when an acquirer asks for none. */
+  leaseGraceMs?: number;
+  logger?: Logger;
+  /** Receives every pool event (metrics). */
+  onPoolEvent?: (event: PoolEvent) => void;
+}
+
+/** Status of one function's pool on this node. */
+export interface FunctionPoolSummary {
+  ref: { namespace: string; name: string };
+  generation: number;
+  revision: string;
+  imageDigest: string;
+  counts: PoolCounts;
+}
+
+/** A worker of some function, as listed by {@link NodeAgent.listWorkers}. */
+export interface NodeWorkerInfo extends PoolWorkerInfo {
+  ref: { namespace: string; name: string };
+}
+
+/** Capacity and usage of the node. */
+export interface NodeStats {
+  nodeName: string;
+  runtime: string;
+  memoryCapacityMb: number;
+  memoryReservedMb: number;
+  workers: number;
+  busyWorkers: number;
+  pausedWorkers: number;
+  functions: number;
+}
+
+interface FunctionRecord {
+  key: string;
+  spec: FunctionSpec;
+  image: PreparedImage;
+  /** Host folder mounted read-only at /var/task (managed runtimes). */
+  codeDir?: string;
+  pool: WorkerPool;
+}
+
+/**
+ * Reserved Lambda variables, as AWS reserves them: a function may not set them.
+ * (Credentials are not in the list: ESB has no execution role to inject, so
+ * functions may bring their own.)
+ */
+export const RESERVED_ENV = [
+  "_HANDLER",
+  "_X_AMZN_TRACE_ID",
+  "AWS_REGION",
+  "AWS_DEFAULT_REGION",
+  "AWS_EXECUTION_ENV",
+  "AWS_LAMBDA_FUNCTION_NAME",
+  "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+  "AWS_LAMBDA_FUNCTION_TIMEOUT",
+  "AWS_LAMBDA_FUNCTION_VERSION",
+  "AWS_LAMBDA_INITIALIZATION_TYPE",
+  "AWS_LAMBDA_LOG_GROUP_NAME",
+  "AWS_LAMBDA_LOG_STREAM_NAME",
+  "AWS_LAMBDA_RUNTIME_API",
+  "LAMBDA_TASK_ROOT",
+  "LAMBDA_RUNTIME_DIR",
+] as const;
+
+const DEFAULTS = { memoryMb: 128, timeoutSeconds: 3, tmpMb: 512, pauseAfterMs: 50, keepWarmSeconds: 600 };
+
+/** "namespace/name" of a function reference. */
+export function functionKey(ref: { namespace: string; name: string } | undefined): string {
+  return `${ref?.namespace ?? ""}/${ref?.name ?? ""}`;
+}
+
+/**
+ * The node's workers: one {@link WorkerPool} per function (keyed by
+ * namespace/name), images and code made ready by {@link prepareFunction},
+ * crash events routed to the pools, and restart safety — specs are persisted
+ * under `stateDir`, so a restarted agent re-adopts the workers whose function
+ * revision it still knows and removes every other worker it owns.
+ */
+export class NodeAgent {
+  readonly nodeName: string;
+  readonly runtime: Runtime;
+  private readonly network?: WorkerNetwork;
+  private readonly stateDir: string;
+  private readonly region: string;
+  readonly memoryCapacityMb: number;
+  private readonly imageResolver?: FunctionImageResolver;
+  private readonly leaseGraceMs: number;
+  private readonly log: Logger;
+  private readonly onPoolEvent: (event: PoolEvent) => void;
+  private readonly functions = new Map<string, FunctionRecord>();
+  /** Serializes prepare/destroy per function. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private unsubscribeExit?: () => void;
+  private started = false;
+
+  constructor(opts: NodeAgentOptions) {
+    this.nodeName = opts.nodeName;
+    this.runtime = opts.runtime;
+    this.network = opts.network;
+    this.stateDir = opts.stateDir;
+    this.region = opts.region ?? "us-east-1";
+    this.memoryCapacityMb = opts.memoryCapacityMb ?? Math.floor(totalmem() / 1024 / 1024);
+    this.imageResolver = opts.imageResolver;
+    this.leaseGraceMs = opts.leaseGraceMs ?? 30_000;
+    this.log = opts.logger ?? createLogger("node-agent");
+    this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
+  }
+
+  /** True once {@link start} finished. */
+  get ready(): boolean {
+    return this.started;
+  }
+
+  /**
+   * Connects the runtime, reloads persisted functions, re-adopts their workers
+   * (paused ones as paused; running ones held until released or their lease
+   * expires), removes orphaned workers and network allocations, and starts the
+   * provisioned workers.
+   */
+  async start(): Promise<void> {
+    await this.runtime.start();
+    this.unsubscribeExit = this.runtime.onWorkerExit((exit) => {
+      const reason = exit.oomKilled ? "out of memory" : `exited with code ${exit.exitCode}`;
+      for (const rec of this.functions.values()) if (rec.pool.workerExited(exit.id, reason)) return;
+    });
+    await mkdir(this.specDir, { recursive: true });
+    for (const file of await readdir(this.specDir)) {
+      if (!file.endsWith(".json")) continue;
+      try {
+        const spec = fromJsonString(FunctionSpecSchema, await readFile(join(this.specDir, file), "utf8"));
+        await this.load(spec, false);
+      } catch (err) {
+        this.log.warn(
+          { file, err: (err as Error).message },
+          "cannot reload persisted function; its workers are removed",
+        );
+      }
+    }
+    await this.resync();
+    for (const rec of this.functions.values()) rec.pool.start();
+    this.started = true;
+    this.log.info({ functions: this.functions.size, node: this.nodeName }, "node agent started");
+  }
+
+  /** Adopts or removes the runtime's workers owned by this node, and frees orphaned network allocations. */
+  private async resync(): Promise<void> {
+    const listed = await this.runtime.listWorkers();
+    for (const w of listed) {
+      if (w.labels[WORKER_LABELS.owner] !== this.nodeName) continue;
+      const rec = this.functions.get(w.labels[WORKER_LABELS.function] ?? "");
+      const known = rec?.pool.workerIds().includes(w.id);
+      if (known) continue;
+      if (
+        rec &&
+        w.labels[WORKER_LABELS.revision] === rec.spec.revision &&
+        (w.status === "paused" || w.status === "running")
+      ) {
+        rec.pool.adopt(w);
+      } else {
+        this.log.info({ workerId: w.id, status: w.status }, "removing orphaned worker");
+        await this.runtime
+          .removeWorker(w.id)
+          .catch((err: unknown) =>
+            this.log.warn({ workerId: w.id, err: (err as Error).message }, "orphan removal failed"),
+          );
+      }
+    }
+    if (this.network) {
+      const containers = new Set(listed.map((w) => w.id));
+      for (const id of await this.network.list()) {
+        if (containers.has(id)) continue;
+        this.log.info({ workerId: id }, "removing orphaned network allocation");
+        await this.network
+          .detach(id)
+          .catch((err: unknown) =>
+            this.log.warn({ workerId: id, err: (err as Error).message }, "network cleanup failed"),
+          );
+      }
+    }
+  }
+
+  /**
+   * Makes a function runnable on this node: image pulled and unpacked, code
+   * staged, spec persisted, pool created (or updated; a new revision drains the
+   * old workers) and provisioned workers started. Idempotent per revision.
+   * Throws {@link InvalidFunctionSpecError}, or the runtime's
+   * ImageUnavailableError / RuntimeUnavailableError.
+   */
+  async prepareFunction(
+    spec: FunctionSpec,
+  ): Promise<{ imageDigest: string; readyWorkers: number; warmWorkers: number }> {
+    validateSpec(spec);
+    const key = functionKey(spec.ref);
+    const rec = await this.serialized(key, () => this.load(spec, true));
+    const c = rec.pool.counts();
+    return {
+      imageDigest: rec.image.digest,
+      readyWorkers: c.idle + c.busy + c.paused,
+      warmWorkers: c.idle + c.paused,
+    };
+  }
+
+  private async load(spec: FunctionSpec, startPool: boolean): Promise<FunctionRecord> {
+    const key = functionKey(spec.ref);
+    const existing = this.functions.get(key);
+    if (existing && existing.spec.revision === spec.revision && !existing.pool.isClosed) {
+      existing.spec = withStagedCode(spec, existing.codeDir);
+      existing.pool.update(this.poolConfig(existing));
+      await this.persist(existing);
+      return existing;
+    }
+    const image = await this.prepareImage(spec);
+    const codeDir = await this.stageCode(spec);
+    const staged = withStagedCode(spec, codeDir);
+    if (existing && !existing.pool.isClosed) {
+      existing.spec = staged;
+      existing.image = image;
+      existing.codeDir = codeDir;
+      existing.pool.update(this.poolConfig(existing));
+      await this.persist(existing);
+      return existing;
+    }
+    const rec: FunctionRecord = { key, spec: staged, image, codeDir, pool: undefined! };
+    rec.pool = new WorkerPool({
+      functionKey: key,
+      runtime: this.runtime,
+      config: this.poolConfig(rec),
+      logger: this.log,
+      onEvent: this.onPoolEvent,
+    });
+    this.functions.set(key, rec);
+    await this.persist(rec);
+    if (startPool) rec.pool.start();
+    return rec;
+  }
+
+  private async prepareImage(spec: FunctionSpec): Promise<PreparedImage> {
+    if (spec.image) return this.runtime.prepareImage(spec.image);
+    if (!this.imageResolver) {
+      throw new InvalidFunctionSpecError(
+        `function ${functionKey(spec.ref)} uses runtime ${spec.runtime}, but this agent has no runtime image configured`,
+      );
+    }
+    return this.imageResolver.prepareRuntimeImage(spec.runtime, this.runtime);
+  }
+
+  /** Writes inline code files into a content-addressed folder (shared by every worker and revision with the same code). */
+  private async stageCode(spec: FunctionSpec): Promise<string | undefined> {
+    const code = spec.code;
+    if (!code) return undefined;
+    const names = Object.keys(code.files).sort();
+    if (names.length === 0) return code.hostPath || undefined;
+    const hash = createHash("sha256");
+    // The mode is part of the key: a folder staged with other modes is never reused.
+    for (const n of names) {
+      hash.update(`${n}\0${code.files[n].length}\0${codeFileMode(n).toString(8)}\0`);
+      hash.update(code.files[n]);
+    }
+    const dir = join(this.stateDir, "code", hash.digest("hex").slice(0, 32));
+    try {
+      await readdir(dir);
+      return dir; // already staged
+    } catch {
+      // stage it below
+    }
+    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+    for (const n of names) {
+      const rel = normalize(n);
+      if (isAbsolute(rel) || rel.startsWith("..") || rel === ".") {
+        throw new InvalidFunctionSpecError(
+          `code file path "${n}" must be relative to /var/task and stay inside it`,
+        );
+      }
+      await mkdir(dirname(join(tmp, rel)), { recursive: true });
+      await writeFile(join(tmp, rel), code.files[n], { mode: codeFileMode(rel) });
+    }
+    await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+      await rm(tmp, { recursive: true, force: true });
+      if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+    });
+    return dir;
+  }
+
+  private get specDir(): string {
+    return join(this.stateDir, "functions");
+  }
+
+  private specFile(key: string): string {
+    return join(this.specDir, `${key.replace("/", "_")}.json`);
+  }
+
+  private async persist(rec: FunctionRecord): Promise<void> {
+    await mkdir(this.specDir, { recursive: true });
+    const file = this.specFile(rec.key);
+    await writeFile(`${file}.tmp`, toJsonString(FunctionSpecSchema, rec.spec));
+    await rename(`${file}.tmp`, file);
+  }
+
+  private poolConfig(rec: FunctionRecord): PoolFunctionConfig {
+    const spec = rec.spec;
+    const memoryMb = spec.memorySizeMb || DEFAULTS.memoryMb;
+    const timeoutSeconds = spec.timeoutSeconds || DEFAULTS.timeoutSeconds;
+    const byMemory = Math.max(1, Math.floor(this.memoryCapacityMb / memoryMb));
+    const maxWorkers =
+      spec.reservedConcurrency !== undefined ? Math.min(spec.reservedConcurrency, byMemory) : byMemory;
+    return {
+      generation: Number(spec.generation),
+      revision: spec.revision,
+      maxWorkers,
+      provisioned: Math.min(spec.provisionedConcurrency, maxWorkers),
+      pauseAfterMs: spec.scaling?.pauseAfterMs || DEFAULTS.pauseAfterMs,
+      keepWarmMs: (spec.scaling?.keepWarmSeconds || DEFAULTS.keepWarmSeconds) * 1000,
+      defaultLeaseMs: timeoutSeconds * 1000 + this.leaseGraceMs,
+      workerSpec: (id) => this.workerSpec(rec, id),
+    };
+  }
+
+  /** The container spec of a new worker of `rec`. */
+  private workerSpec(rec: FunctionRecord, id: string): WorkerSpec {
+    const spec = rec.spec;
+    const managed = !spec.image;
+    const ic = spec.imageConfig;
+    const entry = ic?.entryPoint.length ? ic.entryPoint : rec.image.config.entrypoint;
+    const cmd = ic?.command.length ? ic.command : rec.image.config.cmd;
+    const overridden = !!(ic?.entryPoint.length || ic?.command.length);
+    return {
+      id,
+      image: rec.image,
+      labels: {
+        [WORKER_LABELS.function]: rec.key,
+        [WORKER_LABELS.generation]: String(spec.generation),
+        [WORKER_LABELS.revision]: spec.revision,
+        [WORKER_LABELS.owner]: this.nodeName,
+        [WORKER_LABELS.role]: "worker",
+      },
+      env: this.workerEnv(rec, id),
+      args: overridden ? [...entry, ...cmd] : undefined,
+      workingDir: ic?.workingDirectory || (managed ? "/var/task" : undefined),
+      memoryMb: spec.memorySizeMb || DEFAULTS.memoryMb,
+      tmpMb: spec.ephemeralStorageMb || DEFAULTS.tmpMb,
+      mounts: rec.codeDir ? [{ hostPath: rec.codeDir, containerPath: "/var/task" }] : undefined,
+      pidsLimit: 1024,
+    };
+  }
+
+  /** Image env, then the function's variables, then the reserved Lambda variables (which always win). */
+  workerEnvFor(key: string, workerId: string): Record<string, string> {
+    const rec = this.functions.get(key);
+    if (!rec) throw new FunctionNotFoundError(`function ${key} is not prepared on node ${this.nodeName}`);
+    return this.workerEnv(rec, workerId);
+  }
+
+  private workerEnv(rec: FunctionRecord, workerId: string): Record<string, string> {
+    const spec = rec.spec;
+    const env: Record<string, string> = {};
+    for (const kv of rec.image.config.env) {
+      const i = kv.indexOf("=");
+      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    env.TZ = ":UTC";
+    Object.assign(env, spec.environment);
+    const name = spec.ref?.name ?? "";
+    const day = new Date().toISOString().slice(0, 10).replaceAll("-", "/");
+    const reserved: Record<string, string> = {
+      AWS_LAMBDA_FUNCTION_NAME: name,
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(spec.memorySizeMb || DEFAULTS.memoryMb),
+      AWS_LAMBDA_FUNCTION_TIMEOUT: String(spec.timeoutSeconds || DEFAULTS.timeoutSeconds),
+      AWS_LAMBDA_FUNCTION_VERSION: "$LATEST",
+      AWS_LAMBDA_LOG_GROUP_NAME: `/aws/lambda/${name}`,
+      AWS_LAMBDA_LOG_STREAM_NAME: `${day}/[$LATEST]${createHash("sha256").update(workerId).digest("hex").slice(0, 32)}`,
+      AWS_LAMBDA_INITIALIZATION_TYPE:
+        spec.provisionedConcurrency > 0 ? "provisioned-concurrency" : "on-demand",
+      AWS_REGION: this.region,
+      AWS_DEFAULT_REGION: this.region,
+      LAMBDA_TASK_ROOT: "/var/task",
+      LAMBDA_RUNTIME_DIR: "/var/runtime",
+      AWS_LAMBDA_RUNTIME_API: "127.0.0.1:9001",
+    };
+    if (spec.handler) reserved._HANDLER = spec.handler;
+    if (spec.runtime) reserved.AWS_EXECUTION_ENV = `AWS_Lambda_${spec.runtime}`;
+    return Object.assign(env, reserved);
+  }
+
+  private pool(ref: FunctionRef | { namespace: string; name: string } | undefined): WorkerPool {
+    const key = functionKey(ref);
+    const rec = this.functions.get(key);
+    if (!rec || rec.pool.isClosed)
+      throw new FunctionNotFoundError(`function ${key} is not prepared on node ${this.nodeName}`);
+    return rec.pool;
+  }
+
+  /** Hands out one worker of the function (see {@link WorkerPool.acquire}); {@link FunctionNotFoundError} when not prepared. */
+  acquire(
+    ref: { namespace: string; name: string } | undefined,
+    opts: AcquireOptions,
+  ): Promise<AcquiredWorker> {
+    return this.pool(ref).acquire(opts);
+  }
+
+  /** Returns a worker (see {@link WorkerPool.release}); {@link WorkerNotFoundError} when no pool knows it. */
+  async release(workerId: string, leaseId: string, outcome: InvocationOutcome): Promise<void> {
+    for (const rec of this.functions.values()) {
+      if (rec.pool.workerIds().includes(workerId)) return rec.pool.release(workerId, leaseId, outcome);
+    }
+    throw new WorkerNotFoundError(`worker ${workerId} is not a worker of node ${this.nodeName}`);
+  }
+
+  /** Renews the holder's leases; returns how many it holds and every pool's status. */
+  heartbeat(holderId: string): { activeLeases: number; pools: FunctionPoolSummary[] } {
+    let activeLeases = 0;
+    for (const rec of this.functions.values()) activeLeases += rec.pool.heartbeat(holderId);
+    return { activeLeases, pools: this.pools() };
+  }
+
+  /** Status of every function's pool. */
+  pools(): FunctionPoolSummary[] {
+    return [...this.functions.values()].map((rec) => ({
+      ref: { namespace: rec.spec.ref?.namespace ?? "", name: rec.spec.ref?.name ?? "" },
+      generation: Number(rec.spec.generation),
+      revision: rec.spec.revision,
+      imageDigest: rec.image.digest,
+      counts: rec.pool.counts(),
+    }));
+  }
+
+  /**
+   * Destroys every worker of the function on this node (busy ones when
+   * released) and forgets it; returns how many workers are destroyed. 0 when
+   * the function is unknown.
+   */
+  async destroyFunction(ref: { namespace: string; name: string } | undefined): Promise<number> {
+    const key = functionKey(ref);
+    return this.serialized(key, async () => {
+      const rec = this.functions.get(key);
+      if (!rec) return 0;
+      const n = await rec.pool.destroy();
+      this.functions.delete(key);
+      await rm(this.specFile(key), { force: true });
+      // Busy workers finish in the background.
+      void rec.pool.drained();
+      return n;
+    });
+  }
+
+  /** Workers of one function, or of all. */
+  listWorkers(ref?: { namespace: string; name: string }): NodeWorkerInfo[] {
+    const out: NodeWorkerInfo[] = [];
+    const only = ref && (ref.namespace || ref.name) ? functionKey(ref) : undefined;
+    for (const rec of this.functions.values()) {
+      if (only && rec.key !== only) continue;
+      const r = { namespace: rec.spec.ref?.namespace ?? "", name: rec.spec.ref?.name ?? "" };
+      for (const w of rec.pool.workers()) out.push({ ...w, ref: r });
+    }
+    return out;
+  }
+
+  /** Capacity and usage of this node. */
+  nodeStats(): NodeStats {
+    let workers = 0;
+    let busy = 0;
+    let paused = 0;
+    let reserved = 0;
+    for (const rec of this.functions.values()) {
+      const c = rec.pool.counts();
+      const n = c.starting + c.idle + c.busy + c.paused;
+      workers += n;
+      busy += c.busy;
+      paused += c.paused;
+      reserved += n * (rec.spec.memorySizeMb || DEFAULTS.memoryMb);
+    }
+    return {
+      nodeName: this.nodeName,
+      runtime: this.runtime.name,
+      memoryCapacityMb: this.memoryCapacityMb,
+      memoryReservedMb: reserved,
+      workers,
+      busyWorkers: busy,
+      pausedWorkers: paused,
+      functions: this.functions.size,
+    };
+  }
+
+  /**
+   * Stops managing workers without destroying them (agent shutdown): idle
+   * workers are paused so that the next agent re-adopts them; the runtime
+   * connection is closed.
+   */
+  async close(): Promise<void> {
+    this.started = false;
+    this.unsubscribeExit?.();
+    await Promise.all([...this.functions.values()].map((r) => r.pool.close()));
+    await this.runtime.close();
+  }
+
+  private async serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(key, settled);
+    void settled.then(() => {
+      if (this.locks.get(key) === settled) this.locks.delete(key);
+    });
+    return next;
+  }
+}
+
+/**
+ * Mode of a staged code file: a custom runtime's `bootstrap` (and shell
+ * scripts) must be executable, as in the zip files AWS accepts; the rest is
+ * read-only data.
+ */
+function codeFileMode(name: string): number {
+  return name === "bootstrap" || name.endsWith("/bootstrap") || name.endsWith(".sh") ? 0o755 : 0o644;
+}
+
+/** The spec as persisted: inline code replaced by the staged folder, so restarts need not keep the bytes twice. */
+function withStagedCode(spec: FunctionSpec, codeDir: string | undefined): FunctionSpec {
+  if (!codeDir) return spec;
+  return { ...spec, code: create(FunctionCodeSchema, { hostPath: codeDir }) };
+}
+
+function validateSpec(spec: FunctionSpec): void {
+  const key = functionKey(spec.ref);
+  const bad = (msg: string): never => {
+    throw new InvalidFunctionSpecError(`function ${key}: ${msg}`);
+  };
+  if (!spec.ref?.namespace || !spec.ref.name) bad("spec.ref needs a namespace and a name");
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(spec.ref!.namespace))
+    bad("namespace is not a valid Kubernetes name");
+  if (!/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(spec.ref!.name))
+    bad("name may hold letters, digits, '-', '_' and '.'");
+  if (!spec.revision) bad("revision is required");
+  if (!spec.image && !(spec.runtime && spec.handler))
+    bad("either image, or runtime and handler, is required");
+  if (spec.image && spec.runtime) bad("image and runtime are mutually exclusive");
+  const mem = spec.memorySizeMb;
+  if (mem && (mem < 128 || mem > 10240)) bad(`memorySize ${mem} MB is outside 128–10240`);
+  const t = spec.timeoutSeconds;
+  if (t && (t < 1 || t > 900)) bad(`timeout ${t} s is outside 1–900`);
+  for (const name of Object.keys(spec.environment)) {
+    if ((RESERVED_ENV as readonly string[]).includes(name)) {
+      bad(`environment variable ${name} is reserved by Lambda and cannot be set`);
+    }
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) bad(`environment variable name "${name}" is invalid`);
+  }
+}

@@ -1,0 +1,244 @@
+import { request } from "node:http";
+import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
+import { TEST_WORKER_BODY } from "../testing/test-image.js";
+import {
+  ImageUnavailableError,
+  WORKER_LABELS,
+  type PreparedImage,
+  type PullProgress,
+  type Runtime,
+  type WorkerExit,
+  type WorkerLogLine,
+  type WorkerSpec,
+} from "./runtime.js";
+
+/** What a {@link Runtime} implementation provides to run the conformance suite. */
+export interface ConformanceFixture {
+  /** The runtime under test, not yet started. */
+  runtime: Runtime;
+  /**
+   * Reference of the test worker image (`buildTestImage()` from
+   * src/testing/test-image.ts) that `runtime.prepareImage` can make available,
+   * e.g. pushed to the test registry.
+   */
+  imageRef: string;
+  /** A reference that does not exist in the same registry. */
+  missingImageRef: string;
+  /** Throws unless nothing of worker `id` is left in the engine (containers, tasks, snapshots, network). */
+  assertRemoved(id: string): Promise<void>;
+  /**
+   * False when the engine under test cannot say that the kernel's OOM killer
+   * ended a worker (then only the SIGKILL exit code is checked). Default true.
+   */
+  reportsOomKills?: boolean;
+  /** Removes what the fixture created (networks, folders). Workers are removed by the suite. */
+  cleanup(): Promise<void>;
+}
+
+/** Polls `check` until it returns a value other than undefined/false; fails after `ms`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  ms = 60_000,
+): Promise<T> {
+  const until = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** One HTTP GET; resolves status and body. */
+export function httpGet(host: string, port: number, path = "/"): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, method: "GET", timeout: 5000, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET http://${host}:${port}${path} timed out`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/**
+ * The behaviour every {@link Runtime} must show, as a jest suite against the
+ * real engine: image preparation, worker start and HTTP reachability,
+ * pause/resume, logs, exits (crash, OOM kill), listing and removal. `setup`
+ * builds the runtime and makes the test image available.
+ */
+export function describeRuntimeConformance(name: string, setup: () => Promise<ConformanceFixture>): void {
+  describe(`Runtime conformance: ${name}`, () => {
+    let fx: ConformanceFixture;
+    let runtime: Runtime;
+    let image: PreparedImage;
+    const progress: PullProgress[] = [];
+    const exits: WorkerExit[] = [];
+    const logs: WorkerLogLine[] = [];
+    const run = Math.random().toString(36).slice(2, 8);
+    const started: string[] = [];
+    let seq = 0;
+
+    const spec = (overrides: Partial<WorkerSpec> = {}): WorkerSpec => {
+      const id = `conf-${run}-${seq++}`;
+      started.push(id);
+      return {
+        id,
+        image,
+        labels: {
+          [WORKER_LABELS.function]: "default/conformance",
+          [WORKER_LABELS.owner]: `conformance-${run}`,
+          [WORKER_LABELS.role]: "worker",
+        },
+        env: { AWS_LAMBDA_FUNCTION_NAME: "conformance" },
+        memoryMb: 128,
+        tmpMb: 16,
+        pidsLimit: 64,
+        ...overrides,
+      };
+    };
+    const exitOf = (id: string) => waitFor(`exit of ${id}`, () => exits.find((e) => e.id === id));
+    const logsOf = (id: string) => logs.filter((l) => l.id === id).map((l) => `${l.stream}:${l.line}`);
+
+    beforeAll(async () => {
+      fx = await setup();
+      runtime = fx.runtime;
+      await runtime.start();
+      runtime.onWorkerExit((e) => exits.push(e));
+      runtime.onWorkerLog((l) => logs.push(l));
+    });
+
+    afterAll(async () => {
+      if (!fx) return;
+      for (const id of started) await runtime.removeWorker(id).catch(() => undefined);
+      await runtime.close();
+      await fx.cleanup();
+    });
+
+    it("prepares an image: digest, config and progress", async () => {
+      image = await runtime.prepareImage(fx.imageRef, (p) => progress.push(p));
+      expect(image.ref).toBe(fx.imageRef);
+      expect(image.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(image.config.entrypoint).toEqual(["/bin/sh", "/serve.sh"]);
+      expect(image.config.env).toContain("TEST_IMAGE=1");
+      expect(image.config.user).toBe("1000:1000");
+      const last = progress.at(-1);
+      if (last) expect(last.layersDone).toBe(last.layers);
+      // Preparing again finds it locally and answers the same.
+      expect((await runtime.prepareImage(fx.imageRef)).digest).toBe(image.digest);
+    });
+
+    it("rejects a missing image with ImageUnavailableError naming it", async () => {
+      const err = await runtime.prepareImage(fx.missingImageRef).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ImageUnavailableError);
+      expect((err as Error).message).toContain(fx.missingImageRef.split("/").pop()!.split(":")[0]);
+    });
+
+    it("starts a worker reachable over HTTP at its IP, lists it and forwards its output", async () => {
+      const s = spec();
+      const handle = await runtime.startWorker(s);
+      expect(handle.id).toBe(s.id);
+      expect(handle.ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      expect(handle.port).toBe(8080);
+      const res = await waitFor("worker HTTP", () => httpGet(handle.ip, 8080));
+      expect(res.status).toBe(200);
+      expect(res.body).toBe(TEST_WORKER_BODY);
+      expect(await runtime.workerStatus(s.id)).toBe("running");
+      const listed = (await runtime.listWorkers()).find((w) => w.id === s.id);
+      expect(listed).toMatchObject({ id: s.id, ip: handle.ip, status: "running" });
+      expect(listed?.labels[WORKER_LABELS.function]).toBe("default/conformance");
+      await waitFor("stdout and stderr lines", () => {
+        const l = logsOf(s.id);
+        return (
+          l.includes("stdout:test-worker starting mode=serve") && l.includes("stderr:test-worker stderr line")
+        );
+      });
+    });
+
+    it("pauses and resumes a worker", async () => {
+      const s = spec();
+      const handle = await runtime.startWorker(s);
+      await waitFor("worker HTTP", () => httpGet(handle.ip, 8080));
+      await runtime.pauseWorker(s.id);
+      expect(await runtime.workerStatus(s.id)).toBe("paused");
+      expect((await runtime.listWorkers()).find((w) => w.id === s.id)?.status).toBe("paused");
+      await runtime.resumeWorker(s.id);
+      expect(await runtime.workerStatus(s.id)).toBe("running");
+      expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
+    });
+
+    it("applies args, env, a read-only root and a writable /tmp, as the image user", async () => {
+      const s = spec({
+        env: { FOO: "bar" },
+        args: [
+          "/bin/sh",
+          "-c",
+          'echo "env=$FOO image=$TEST_IMAGE"; if touch /x 2>/dev/null; then echo root=rw; else echo root=ro; fi; ' +
+            'touch /tmp/x && echo tmp=rw; echo "uid=$(/bin/busybox id -u) gid=$(/bin/busybox id -g)"',
+        ],
+      });
+      await runtime.startWorker(s);
+      const exit = await exitOf(s.id);
+      expect(exit).toMatchObject({ exitCode: 0, oomKilled: false });
+      const out = await waitFor("output", () => {
+        const l = logsOf(s.id);
+        return l.some((x) => x.startsWith("stdout:uid=")) && l;
+      });
+      expect(out).toEqual(
+        expect.arrayContaining([
+          "stdout:env=bar image=1",
+          "stdout:root=ro",
+          "stdout:tmp=rw",
+          "stdout:uid=1000 gid=1000",
+        ]),
+      );
+    });
+
+    it("reports a crash as an exit with its code", async () => {
+      const s = spec({ env: { TEST_MODE: "crash" } });
+      await runtime.startWorker(s);
+      const exit = await exitOf(s.id);
+      expect(exit.exitCode).toBe(3);
+      expect(exit.oomKilled).toBe(false);
+      expect(exit.at).toBeInstanceOf(Date);
+      expect(await runtime.workerStatus(s.id)).toBe("stopped");
+    });
+
+    it("enforces the memory limit: a worker allocating past it is OOM-killed", async () => {
+      const s = spec({ env: { TEST_MODE: "oom" }, memoryMb: 32 });
+      await runtime.startWorker(s);
+      const exit = await exitOf(s.id);
+      expect(exit.exitCode).toBe(137);
+      if (fx.reportsOomKills !== false) expect(exit.oomKilled).toBe(true);
+    });
+
+    it("removes workers completely and idempotently", async () => {
+      const running = spec();
+      await runtime.startWorker(running);
+      const paused = spec();
+      await runtime.startWorker(paused);
+      await runtime.pauseWorker(paused.id);
+      for (const id of [...started]) {
+        await runtime.removeWorker(id);
+        await runtime.removeWorker(id);
+        await fx.assertRemoved(id);
+        expect(["unknown", "stopped"]).toContain(await runtime.workerStatus(id));
+      }
+      const ids = (await runtime.listWorkers()).map((w) => w.id);
+      for (const id of started) expect(ids).not.toContain(id);
+      // No exit is reported for workers that were removed on purpose.
+      expect(exits.map((e) => e.id)).not.toContain(running.id);
+      expect(exits.map((e) => e.id)).not.toContain(paused.id);
+    });
+  });
+}
