@@ -4,7 +4,8 @@
 #   containerd  own root/state/socket   ($DIR/containerd/containerd.sock)
 #   registry    docker-registry on 127.0.0.1:<free port>
 #   kube        etcd + kube-apiserver on loopback, kubeconfig at $DIR/kube/kubeconfig
-# Usage: hack/dev-env.sh up|down|status --dir DIR [--only containerd,registry,kube]
+# Usage: hack/dev-env.sh up|down|status --dir DIR [--only containerd,registry,kube,podman]
+#   podman      Docker-compatible API (docker-mode tests) at $DIR/podman/podman.sock
 # `up` writes $DIR/env.sh (shell exports) and $DIR/env.json (for tests) and
 # prints where everything is.
 set -euo pipefail
@@ -91,6 +92,11 @@ YAML
   log "registry: http://127.0.0.1:$port, log $r/registry.log"
 }
 
+up_podman() {
+  local reg; reg=$( (source "$dir/env.sh"; echo "${ESB_TEST_REGISTRY:-}") )
+  "$here/podman-env.sh" up "$dir/podman" "$reg" >>"$dir/env.sh"
+}
+
 up_kube() {
   "$here/kube-env.sh" up "$dir/kube" >>"$dir/env.sh"
 }
@@ -113,6 +119,7 @@ case $cmd in
     want containerd && up_containerd
     want registry && up_registry
     want kube && up_kube
+    want podman && up_podman
     trap - ERR
     write_json
     log "environment up: source $dir/env.sh"
@@ -120,6 +127,7 @@ case $cmd in
     ;;
   down)
     [[ -x $here/kube-env.sh && -d $dir/kube ]] && "$here/kube-env.sh" down "$dir/kube" || true
+    "$here/podman-env.sh" down "$dir/podman" || true
     stop_pid registry
     if [[ -f $dir/containerd.pid ]]; then
       sock="$dir/containerd/containerd.sock"
