@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+/**
+ * Builds the controller, agent and gateway images as OCI layouts without a
+ * container engine (the daemonless counterpart of docker/*.Dockerfile), and
+ * optionally writes OCI archives (for `ctr images import` / `podman load`) and
+ * pushes them to a registry. The workspaces must be built first
+ * (`npx tsc -b controller agent-daemonset gateway`). Usage:
+ *
+ *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway]
+ *     [--out-dir DIR] [--archive-dir DIR] [--push HOST:PORT] [--repository-prefix esb]
+ *     [--name-prefix docker.io/esb] [--compression gzip|none] [--json]
+ *
+ * Layouts go to `<out-dir>/<component>` (default out-dir `.esb/component-images`),
+ * archives to `<archive-dir>/<component>.oci.tar`, pushes to
+ * `<prefix>/<component>:<version>` (credentials from ESB_REGISTRY_USERNAME /
+ * ESB_REGISTRY_PASSWORD). `--json` prints one JSON document describing the
+ * images instead of progress lines. Exits 1 on failure, 2 on bad arguments.
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { buildComponentImages, COMPONENTS, type ComponentName } from "./component-image-builder.js";
+import { writeOciArchive } from "./oci-image-writer.js";
+import { RegistryClient } from "./registry-client.js";
+
+const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-dir DIR] [--archive-dir DIR]
+       [--push HOST:PORT] [--repository-prefix P] [--name-prefix P] [--compression gzip|none] [--json]
+
+Builds the ESB component images (${COMPONENTS.join(", ")}) as OCI layouts in <out-dir>/<component>.
+`;
+
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      component: { type: "string", multiple: true },
+      "out-dir": { type: "string", default: ".esb/component-images" },
+      "archive-dir": { type: "string" },
+      push: { type: "string" },
+      "repository-prefix": { type: "string", default: "esb" },
+      "name-prefix": { type: "string", default: "docker.io/esb" },
+      compression: { type: "string", default: "gzip" },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h" },
+    },
+  }));
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const components = (values.component ?? [COMPONENTS.join(",")]).flatMap((c) => c.split(",")).filter(Boolean);
+for (const c of components) {
+  if (!(COMPONENTS as readonly string[]).includes(c)) {
+    process.stderr.write(`unknown component "${c}": expected one of ${COMPONENTS.join(", ")}\n`);
+    process.exit(2);
+  }
+}
+if (values.compression !== "gzip" && values.compression !== "none") {
+  process.stderr.write("--compression must be gzip or none\n");
+  process.exit(2);
+}
+const compression = values.compression;
+const say = (line: string): void => {
+  if (!values.json) process.stdout.write(`${line}\n`);
+};
+
+try {
+  const outDir = resolve(values["out-dir"]);
+  // Layouts are rebuilt from scratch so no blob of an earlier build lingers.
+  for (const c of components) await rm(join(outDir, c), { recursive: true, force: true });
+  const started = Date.now();
+  say(`building ${components.join(", ")} into ${outDir}…`);
+  const images = await buildComponentImages({
+    outDir,
+    components: components as ComponentName[],
+    compression,
+    namePrefix: values["name-prefix"],
+  });
+  const buildMs = Date.now() - started;
+  const report = [];
+  for (const image of images) {
+    let archive: string | undefined;
+    if (values["archive-dir"]) {
+      await mkdir(values["archive-dir"], { recursive: true });
+      archive = resolve(values["archive-dir"], `${image.component}.oci.tar`);
+      await writeOciArchive(image.layoutDir, archive);
+    }
+    const pushed: string[] = [];
+    if (values.push) {
+      const registry = new RegistryClient({
+        registry: values.push,
+        username: process.env.ESB_REGISTRY_USERNAME,
+        password: process.env.ESB_REGISTRY_PASSWORD,
+      });
+      const result = await registry.pushImage(image.layoutDir, {
+        repository: `${values["repository-prefix"]}/${image.component}`,
+        tag: image.version,
+      });
+      pushed.push(result.reference);
+    }
+    say(
+      `${image.component}: ${image.imageName} — ${image.layoutDir} (manifest ${image.manifest.digest}, ` +
+        `${(image.storedBytes / 1e6).toFixed(1)} MB, ${image.packages.packages.length} npm packages)` +
+        (archive ? `; archive ${archive}` : "") +
+        (pushed.length ? `; pushed ${pushed.join(", ")}` : ""),
+    );
+    report.push({
+      component: image.component,
+      version: image.version,
+      imageName: image.imageName,
+      tag: image.tag,
+      layoutDir: image.layoutDir,
+      manifestDigest: image.manifest.digest,
+      configDigest: image.config.digest,
+      entrypoint: image.entrypoint,
+      storedBytes: image.storedBytes,
+      layers: image.layers.map((l) => ({ digest: l.digest, size: l.size })),
+      workspaces: image.packages.workspaces,
+      npmPackages: image.packages.packages.length,
+      archive,
+      pushed,
+    });
+  }
+  say(`built in ${buildMs} ms`);
+  if (values.json) process.stdout.write(`${JSON.stringify({ buildMs, images: report }, null, 2)}\n`);
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`build-component-images: FAILED: ${(err as Error).message}\n`);
+  process.exit(1);
+}
