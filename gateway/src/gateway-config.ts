@@ -1,0 +1,118 @@
+/**
+ * Gateway settings, read from the environment and validated once at start-up.
+ * Every setting has a default that works on one machine (`esb up`).
+ */
+export interface GatewayConfig {
+  /** Port of the Invoke API and HTTP routes (`GATEWAY_PORT`, default 9000). */
+  port: number;
+  /** Address to listen on (`GATEWAY_HOST`, default `0.0.0.0`). */
+  host: string;
+  /** Namespace that bare function names resolve in (`GATEWAY_NAMESPACE`, default `default`). */
+  namespace: string;
+  /** Static agent URLs, e.g. `http://127.0.0.1:50051` (`AGENT_URLS`, comma-separated). */
+  agentUrls: string[];
+  /** Label selector of agent pods (`AGENT_SELECTOR`); enables Kubernetes agent discovery. */
+  agentSelector?: string;
+  /** Namespace of the agent pods (`AGENT_NAMESPACE`, default: `POD_NAMESPACE` or `esb-system`). */
+  agentNamespace: string;
+  /** gRPC port of agent pods (`AGENT_PORT`, default 50051). */
+  agentPort: number;
+  /** Folder of LambdaFunction manifests (`FUNCTIONS_DIR`); else the Kubernetes API is used. */
+  functionsDir?: string;
+  /** Identifies this gateway replica to agents (`GATEWAY_HOLDER_ID`, default: `HOSTNAME`-pid). */
+  holderId: string;
+  /** Lease the agent grants per acquired worker, renewed by heartbeats (`GATEWAY_LEASE_MS`). */
+  leaseMs: number;
+  /** Warm hold: ms a healthy worker is kept after an invocation for reuse without an agent round trip (`GATEWAY_WARM_HOLD_MS`, default 20; 0 = off). Held workers are not paused until released. */
+  warmHoldMs: number;
+  /** How often agents are heartbeaten and their pools polled (`GATEWAY_HEARTBEAT_MS`). */
+  heartbeatMs: number;
+  /** Most Event invocations waiting in the queue (`GATEWAY_EVENT_QUEUE_SIZE`); beyond: 429. */
+  eventQueueSize: number;
+  /** Event invocations run at once (`GATEWAY_EVENT_CONCURRENCY`). */
+  eventConcurrency: number;
+  /** Delays before the two retries of a failed Event invocation (`GATEWAY_EVENT_RETRY_DELAYS_MS`). */
+  eventRetryDelaysMs: number[];
+  /** Largest RequestResponse payload in bytes (6 MB, as AWS). */
+  maxSyncPayloadBytes: number;
+  /** Largest Event payload in bytes (1 MB, as AWS). */
+  maxAsyncPayloadBytes: number;
+}
+
+/** A setting that cannot be used; the message names the variable and what is wrong. */
+export class GatewayConfigError extends Error {
+  override name = "GatewayConfigError";
+}
+
+function integer(env: NodeJS.ProcessEnv, key: string, fallback: number, min: number, max: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new GatewayConfigError(`${key}=${raw}: expected an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function list(raw: string | undefined): string[] {
+  return (raw ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * Reads {@link GatewayConfig} from `env`. Throws {@link GatewayConfigError} on a
+ * malformed value (bad number, bad URL, no agent source).
+ */
+export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const agentUrls = list(env.AGENT_URLS).map((url) => {
+    const withScheme = /^[a-z]+:\/\//.test(url) ? url : `http://${url}`;
+    try {
+      const parsed = new URL(withScheme);
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new Error("scheme");
+      return withScheme.replace(/\/+$/, "");
+    } catch {
+      throw new GatewayConfigError(`AGENT_URLS: "${url}" is not an http(s) URL`);
+    }
+  });
+  const agentSelector = env.AGENT_SELECTOR?.trim() || undefined;
+  if (agentUrls.length === 0 && !agentSelector) {
+    throw new GatewayConfigError("no agents: set AGENT_URLS (standalone) or AGENT_SELECTOR (Kubernetes)");
+  }
+  const namespace = env.GATEWAY_NAMESPACE?.trim() || "default";
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace)) {
+    throw new GatewayConfigError(`GATEWAY_NAMESPACE=${namespace}: not a Kubernetes namespace name`);
+  }
+  const delays = list(env.GATEWAY_EVENT_RETRY_DELAYS_MS ?? "1000,2000").map((d) => {
+    const n = Number(d);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new GatewayConfigError(`GATEWAY_EVENT_RETRY_DELAYS_MS: "${d}" is not a non-negative integer`);
+    }
+    return n;
+  });
+  if (delays.length !== 2) {
+    throw new GatewayConfigError(
+      "GATEWAY_EVENT_RETRY_DELAYS_MS: expected two delays (Event invocations are retried twice)",
+    );
+  }
+  return {
+    port: integer(env, "GATEWAY_PORT", 9000, 0, 65535),
+    host: env.GATEWAY_HOST?.trim() || "0.0.0.0",
+    namespace,
+    agentUrls,
+    agentSelector,
+    agentNamespace: env.AGENT_NAMESPACE?.trim() || env.POD_NAMESPACE?.trim() || "esb-system",
+    agentPort: integer(env, "AGENT_PORT", 50051, 1, 65535),
+    functionsDir: env.FUNCTIONS_DIR?.trim() || undefined,
+    holderId: env.GATEWAY_HOLDER_ID?.trim() || `${env.HOSTNAME ?? "gateway"}-${process.pid}`,
+    leaseMs: integer(env, "GATEWAY_LEASE_MS", 30000, 1000, 3_600_000),
+    warmHoldMs: integer(env, "GATEWAY_WARM_HOLD_MS", 20, 0, 60_000),
+    heartbeatMs: integer(env, "GATEWAY_HEARTBEAT_MS", 1000, 100, 60_000),
+    eventQueueSize: integer(env, "GATEWAY_EVENT_QUEUE_SIZE", 1000, 1, 1_000_000),
+    eventConcurrency: integer(env, "GATEWAY_EVENT_CONCURRENCY", 8, 1, 10_000),
+    eventRetryDelaysMs: delays,
+    maxSyncPayloadBytes: 6 * 1024 * 1024,
+    maxAsyncPayloadBytes: 1024 * 1024,
+  };
+}

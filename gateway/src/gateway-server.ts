@@ -1,0 +1,157 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "@esb/common";
+import { AgentClientPool } from "./agent-client-pool.js";
+import type { AgentDiscovery } from "./agent-discovery.js";
+import { EventInvocationQueue } from "./event-invocation-queue.js";
+import { FunctionInvoker } from "./function-invoker.js";
+import type { FunctionRegistry } from "./function-registry.js";
+import type { GatewayConfig } from "./gateway-config.js";
+import { GatewayMetrics } from "./gateway-metrics.js";
+import { HttpRouteHandler } from "./http-route-handler.js";
+import { InvocationRecorder } from "./invocation-recorder.js";
+import { InvokeApiHandler } from "./invoke-api-handler.js";
+import { WorkerBroker } from "./worker-broker.js";
+import { WorkerHttpClient } from "./worker-http-client.js";
+
+const FUNCTION_PATH = /^\/2015-03-31\/functions\/([^/?]+)(\/invocations)?\/?$/;
+
+/** What {@link GatewayServer} is built from; registry and discovery decide Kubernetes vs standalone. */
+export interface GatewayServerOptions {
+  config: GatewayConfig;
+  registry: FunctionRegistry;
+  discovery: AgentDiscovery;
+  logger: Logger;
+  /** Metrics registry; a new one by default. */
+  metrics?: GatewayMetrics;
+}
+
+/**
+ * The gateway's HTTP server: the Lambda Invoke API under `/2015-03-31/functions/`,
+ * `/healthz` (process alive), `/readyz` (functions listed and at least one agent
+ * answering heartbeats), `/metrics` (Prometheus), and every other path served
+ * from the functions' HTTP routes.
+ */
+export class GatewayServer {
+  readonly metrics: GatewayMetrics;
+  readonly agents: AgentClientPool;
+  readonly eventQueue: EventInvocationQueue;
+  private readonly server: Server;
+  private readonly workers = new WorkerHttpClient();
+  private readonly broker: WorkerBroker;
+  private readonly invokeApi: InvokeApiHandler;
+  private readonly routes: HttpRouteHandler;
+  private readonly registry: FunctionRegistry;
+  private readonly logger: Logger;
+  private readonly config: GatewayConfig;
+
+  constructor(options: GatewayServerOptions) {
+    const { config, registry, discovery, logger } = options;
+    this.config = config;
+    this.registry = registry;
+    this.logger = logger;
+    this.metrics = options.metrics ?? new GatewayMetrics();
+    this.agents = new AgentClientPool(discovery, config.holderId, config.heartbeatMs, logger, (n) =>
+      this.metrics.agents.set(n),
+    );
+    const broker = new WorkerBroker(this.agents, config.leaseMs, logger, config.warmHoldMs);
+    this.broker = broker;
+    const invoker = new FunctionInvoker(broker, this.workers, logger);
+    const recorder = new InvocationRecorder(this.metrics, logger);
+    this.eventQueue = new EventInvocationQueue(
+      invoker,
+      recorder,
+      this.metrics,
+      logger,
+      config.eventQueueSize,
+      config.eventConcurrency,
+      config.eventRetryDelaysMs,
+    );
+    this.invokeApi = new InvokeApiHandler(
+      registry,
+      invoker,
+      this.eventQueue,
+      recorder,
+      config.namespace,
+      config,
+      logger,
+    );
+    this.routes = new HttpRouteHandler(registry, invoker, recorder, config.maxSyncPayloadBytes, logger);
+    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+      this.dispatch(req, res).catch((err: unknown) => {
+        this.logger.error({ err }, "request failed");
+        if (!res.headersSent) res.writeHead(500, { "content-type": "application/json" });
+        res.end(JSON.stringify({ message: "Internal Server Error" }));
+      });
+    });
+  }
+
+  /** Starts the registry and agent connections, then listens. Resolves with the bound port. */
+  async start(): Promise<number> {
+    await this.registry.start();
+    this.metrics.routeConflicts.set(this.registry.routes().conflicts.length);
+    this.registry.onChange(() => this.metrics.routeConflicts.set(this.registry.routes().conflicts.length));
+    await this.agents.start();
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.config.port, this.config.host, () => resolve());
+    });
+    const port = (this.server.address() as AddressInfo).port;
+    this.logger.info(
+      { port, namespace: this.config.namespace, agents: this.agents.list().map((a) => a.url) },
+      "gateway listening",
+    );
+    return port;
+  }
+
+  /** Stops listening, drops queued events and closes all connections. */
+  async stop(): Promise<void> {
+    this.eventQueue.close();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    await this.broker.releaseHeld();
+    await this.agents.stop();
+    await this.registry.stop();
+    await this.workers.close();
+  }
+
+  /** True when functions are listed and at least one agent answers heartbeats. */
+  ready(): boolean {
+    return this.registry.synced && this.agents.list().some((a) => a.healthy);
+  }
+
+  private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q >= 0 ? url.slice(0, q) : url;
+    const fnMatch = FUNCTION_PATH.exec(path);
+    if (fnMatch) {
+      const query = new URLSearchParams(q >= 0 ? url.slice(q + 1) : "");
+      if (fnMatch[2] && req.method === "POST") return this.invokeApi.invoke(req, res, fnMatch[1], query);
+      if (!fnMatch[2] && req.method === "GET") return this.invokeApi.getFunction(res, fnMatch[1], query);
+    }
+    if (req.method === "GET" && path === "/healthz") return text(res, 200, "ok\n");
+    if (req.method === "GET" && path === "/readyz") {
+      return this.ready()
+        ? text(res, 200, "ok\n")
+        : text(res, 503, this.registry.synced ? "no agent is reachable\n" : "functions not listed yet\n");
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      const body = await this.metrics.registry.metrics();
+      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+      res.end(body);
+      return;
+    }
+    return this.routes.handle(req, res);
+  }
+}
+
+function text(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+  });
+  res.end(body);
+}

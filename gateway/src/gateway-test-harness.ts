@@ -1,0 +1,70 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger } from "@esb/common";
+import { FolderFunctionRegistry } from "./folder-function-registry.js";
+import { loadGatewayConfig } from "./gateway-config.js";
+import { GatewayServer } from "./gateway-server.js";
+import { LoopbackTestAgent } from "./loopback-test-agent.js";
+import { StaticAgentDiscovery } from "./static-agent-discovery.js";
+
+/**
+ * TEST SUPPORT: a real gateway (folder registry in a temp dir, static agent
+ * discovery) in front of a {@link LoopbackTestAgent}, both on loopback.
+ */
+export class GatewayTestHarness {
+  agent = new LoopbackTestAgent();
+  gateway!: GatewayServer;
+  dir = "";
+  endpoint = "";
+
+  /** Starts everything with `manifests` (YAML text) written to the functions folder. */
+  async start(manifests: string, env: Record<string, string> = {}): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), "esb-gateway-test-"));
+    await writeFile(join(this.dir, "functions.yaml"), manifests);
+    const agentUrl = await this.agent.listen();
+    const config = loadGatewayConfig({
+      GATEWAY_PORT: "0",
+      GATEWAY_HOST: "127.0.0.1",
+      AGENT_URLS: agentUrl,
+      FUNCTIONS_DIR: this.dir,
+      GATEWAY_EVENT_RETRY_DELAYS_MS: "20,20",
+      GATEWAY_HEARTBEAT_MS: "200",
+      ...env,
+    });
+    const logger = createLogger("gateway-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
+    const registry = new FolderFunctionRegistry(this.dir, config.namespace, logger);
+    this.gateway = new GatewayServer({
+      config,
+      registry,
+      discovery: new StaticAgentDiscovery(config.agentUrls),
+      logger,
+    });
+    const port = await this.gateway.start();
+    this.endpoint = `http://127.0.0.1:${port}`;
+  }
+
+  async stop(): Promise<void> {
+    await this.gateway?.stop();
+    await this.agent.close();
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A LambdaFunction manifest for tests. */
+export function testFunctionManifest(name: string, extra: string = "", namespace?: string): string {
+  return [
+    "apiVersion: esb.dev/v1alpha1",
+    "kind: LambdaFunction",
+    "metadata:",
+    `  name: ${name}`,
+    ...(namespace ? [`  namespace: ${namespace}`] : []),
+    "spec:",
+    "  runtime: nodejs22.x",
+    "  handler: index.handler",
+    "  code:",
+    "    inline:",
+    "      index.mjs: export const handler = async (e) => e;",
+    ...(extra ? [extra] : []),
+  ].join("\n");
+}

@@ -1,0 +1,239 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "@esb/common";
+import type { EventInvocationQueue } from "./event-invocation-queue.js";
+import type { FunctionInvoker } from "./function-invoker.js";
+import { functionArn, resolveFunctionName, type FunctionKey } from "./function-name.js";
+import type { FunctionRegistry } from "./function-registry.js";
+import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
+import { LambdaApiError } from "./lambda-api-error.js";
+import { readRequestBody } from "./request-body-reader.js";
+
+/** Limits of the Invoke API. */
+export interface InvokeApiLimits {
+  /** Largest RequestResponse/DryRun payload (AWS: 6 MB). */
+  maxSyncPayloadBytes: number;
+  /** Largest Event payload (AWS: 1 MB). */
+  maxAsyncPayloadBytes: number;
+}
+
+const INVOCATION_TYPES = new Set(["RequestResponse", "Event", "DryRun"]);
+
+/**
+ * The Lambda Invoke API, `POST /2015-03-31/functions/{FunctionName}/invocations`
+ * (and a minimal `GET /2015-03-31/functions/{FunctionName}`, GetFunction), as the
+ * AWS SDKs and CLI speak it:
+ *
+ * - `X-Amz-Invocation-Type`: RequestResponse (default) → 200 with the function's
+ *   result; Event → 202 once queued; DryRun → 204 when the function exists.
+ * - `X-Amz-Log-Type: Tail` → `X-Amz-Log-Result` (base64 log tail from the worker).
+ * - A failed function → 200 with `X-Amz-Function-Error: Unhandled`.
+ * - Errors as AWS types (`x-amzn-errortype`): ResourceNotFoundException,
+ *   InvalidRequestContentException, RequestTooLargeException,
+ *   TooManyRequestsException, ResourceConflictException, ServiceException.
+ *
+ * FunctionName forms: see {@link resolveFunctionName}.
+ */
+export class InvokeApiHandler {
+  constructor(
+    private readonly registry: FunctionRegistry,
+    private readonly invoker: FunctionInvoker,
+    private readonly queue: EventInvocationQueue,
+    private readonly recorder: InvocationRecorder,
+    private readonly defaultNamespace: string,
+    private readonly limits: InvokeApiLimits,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Handles an Invoke call; `rawFunctionName` is the still URL-encoded path segment. */
+  async invoke(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rawFunctionName: string,
+    query: URLSearchParams,
+  ): Promise<void> {
+    const started = performance.now();
+    const requestId = randomUUID();
+    const typeHeader = headerValue(req, "x-amz-invocation-type") ?? "RequestResponse";
+    const type = INVOCATION_TYPES.has(typeHeader) ? typeHeader : "RequestResponse";
+    let fnLabel = rawFunctionName;
+    const fail = (err: LambdaApiError, startKind: "cold" | "warm" | "thawed" | "none" = "none") => {
+      err.send(res, requestId);
+      this.recorder.record({
+        requestId,
+        function: fnLabel,
+        type,
+        status: statusOf(err),
+        startKind,
+        durationMs: performance.now() - started,
+        error: err.type,
+      });
+    };
+    try {
+      if (!INVOCATION_TYPES.has(typeHeader)) {
+        throw new LambdaApiError(
+          "InvalidParameterValueException",
+          `Unsupported invocation type: ${typeHeader}. Use RequestResponse, Event or DryRun.`,
+        );
+      }
+      const logType = headerValue(req, "x-amz-log-type") ?? "None";
+      if (logType !== "None" && logType !== "Tail") {
+        throw new LambdaApiError(
+          "InvalidParameterValueException",
+          `Unsupported log type: ${logType}. Use None or Tail.`,
+        );
+      }
+      const key = this.resolve(rawFunctionName, query);
+      fnLabel = `${key.namespace}/${key.name}`;
+      const fn = this.registry.get(key.namespace, key.name);
+      if (!fn)
+        throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
+
+      const limit = type === "Event" ? this.limits.maxAsyncPayloadBytes : this.limits.maxSyncPayloadBytes;
+      const read = await readRequestBody(req, limit);
+      if (read.tooLarge) {
+        throw new LambdaApiError(
+          "RequestTooLargeException",
+          `Request must be smaller than ${limit} bytes for the InvokeFunction operation`,
+        );
+      }
+      if (type === "DryRun") {
+        res.writeHead(204, { "x-amzn-requestid": requestId });
+        res.end();
+        this.recorder.record({
+          requestId,
+          function: fnLabel,
+          type,
+          status: "ok",
+          startKind: "none",
+          durationMs: performance.now() - started,
+        });
+        return;
+      }
+      const payload = read.body.length === 0 ? Buffer.from("{}") : read.body;
+      try {
+        JSON.parse(payload.toString("utf8"));
+      } catch (err) {
+        throw new LambdaApiError(
+          "InvalidRequestContentException",
+          `Could not parse request body into json: ${(err as Error).message}`,
+        );
+      }
+      const clientContext = headerValue(req, "x-amz-client-context");
+      if (clientContext !== undefined) validateClientContext(clientContext);
+
+      const invocation = { key, fn, payload, requestId, clientContext, logTail: logType === "Tail" };
+      if (type === "Event") {
+        this.queue.enqueue(invocation);
+        res.writeHead(202, { "x-amzn-requestid": requestId, "content-length": 0 });
+        res.end();
+        return;
+      }
+      const result = await this.invoker.invoke(invocation);
+      const headers: Record<string, string | number> = {
+        "content-type": "application/json",
+        "content-length": result.payload.length,
+        "x-amzn-requestid": requestId,
+        "x-amz-executed-version": "$LATEST",
+      };
+      if (result.functionError) headers["x-amz-function-error"] = result.functionError;
+      if (logType === "Tail" && result.logResult) headers["x-amz-log-result"] = result.logResult;
+      res.writeHead(200, headers);
+      res.end(result.payload);
+      this.recorder.record({
+        requestId,
+        function: fnLabel,
+        type,
+        status: result.functionError ? "function_error" : "ok",
+        startKind: result.startKind,
+        durationMs: performance.now() - started,
+        error: result.errorType,
+      });
+    } catch (err) {
+      if (err instanceof LambdaApiError) return fail(err);
+      this.logger.error({ err, requestId }, "invoke failed unexpectedly");
+      fail(new LambdaApiError("ServiceException", `ESB gateway internal error: ${(err as Error).message}`));
+    }
+  }
+
+  /** GetFunction, minimal: the configuration fields ESB knows. */
+  getFunction(res: ServerResponse, rawFunctionName: string, query: URLSearchParams): void {
+    const requestId = randomUUID();
+    try {
+      const key = this.resolve(rawFunctionName, query);
+      const fn = this.registry.get(key.namespace, key.name);
+      if (!fn)
+        throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
+      const ready = fn.status?.conditions?.find((c) => c.type === "Ready");
+      const body = JSON.stringify({
+        Configuration: {
+          FunctionName: fn.metadata.name,
+          FunctionArn: functionArn(key),
+          Runtime: fn.spec.runtime,
+          Handler: fn.spec.handler,
+          PackageType: fn.spec.image ? "Image" : "Zip",
+          MemorySize: fn.spec.memorySize ?? 128,
+          Timeout: fn.spec.timeout ?? 3,
+          Version: "$LATEST",
+          State: ready?.status === "True" ? "Active" : ready?.status === "False" ? "Failed" : "Pending",
+          StateReason: ready?.message,
+          Environment: fn.spec.environment?.variables
+            ? { Variables: fn.spec.environment.variables }
+            : undefined,
+        },
+        Code: fn.spec.image ? { RepositoryType: "ECR", ImageUri: fn.spec.image } : undefined,
+        Concurrency:
+          fn.spec.reservedConcurrency !== undefined
+            ? { ReservedConcurrentExecutions: fn.spec.reservedConcurrency }
+            : undefined,
+      });
+      res.writeHead(200, { "content-type": "application/json", "x-amzn-requestid": requestId });
+      res.end(body);
+    } catch (err) {
+      if (err instanceof LambdaApiError) return err.send(res, requestId);
+      throw err;
+    }
+  }
+
+  private resolve(rawFunctionName: string, query: URLSearchParams): FunctionKey {
+    let name: string;
+    try {
+      name = decodeURIComponent(rawFunctionName);
+    } catch {
+      throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${rawFunctionName}`);
+    }
+    return resolveFunctionName(name, query.get("Qualifier") ?? undefined, this.defaultNamespace);
+  }
+}
+
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function validateClientContext(value: string): void {
+  let ok: boolean;
+  try {
+    const decoded = JSON.parse(Buffer.from(value, "base64").toString("utf8")) as unknown;
+    ok = typeof decoded === "object" && decoded !== null && !Array.isArray(decoded);
+  } catch {
+    ok = false;
+  }
+  if (!ok)
+    throw new LambdaApiError(
+      "InvalidRequestContentException",
+      "Client context must be a valid Base64-encoded JSON object.",
+    );
+  if (value.length > 3583) {
+    throw new LambdaApiError(
+      "InvalidParameterValueException",
+      "Client context must be at most 3583 bytes once base64 encoded.",
+    );
+  }
+}
+
+function statusOf(err: LambdaApiError): InvocationStatus {
+  if (err.type === "TooManyRequestsException") return "throttled";
+  if (err.type === "ResourceNotFoundException") return "not_found";
+  return err.statusCode >= 500 ? "service_error" : "client_error";
+}

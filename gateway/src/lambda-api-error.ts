@@ -1,0 +1,58 @@
+import type { ServerResponse } from "node:http";
+
+/** AWS Lambda error types the gateway answers with, and their HTTP status. */
+export const LAMBDA_ERROR_STATUS = {
+  ResourceNotFoundException: 404,
+  ResourceConflictException: 409,
+  InvalidRequestContentException: 400,
+  InvalidParameterValueException: 400,
+  RequestTooLargeException: 413,
+  TooManyRequestsException: 429,
+  ServiceException: 500,
+  UnsupportedMediaTypeException: 415,
+} as const;
+
+/** One of {@link LAMBDA_ERROR_STATUS}'s keys. */
+export type LambdaErrorType = keyof typeof LAMBDA_ERROR_STATUS;
+
+/**
+ * An error of the Lambda API in AWS's shape: the type goes in the
+ * `x-amzn-errortype` header (which the AWS SDKs read first to pick the exception
+ * class) and the body is `{"Type": "User"|"Service", "message": ...}`.
+ */
+export class LambdaApiError extends Error {
+  override name = "LambdaApiError";
+  /** HTTP status AWS uses for this type. */
+  readonly statusCode: number;
+
+  constructor(
+    readonly type: LambdaErrorType,
+    message: string,
+    /** Extra body fields, e.g. `Reason` for TooManyRequestsException. */
+    readonly extra: Record<string, string> = {},
+    /** Seconds the caller should wait (TooManyRequestsException's `Retry-After`). */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.statusCode = LAMBDA_ERROR_STATUS[type];
+  }
+
+  /** Writes the error as the response, closing the connection if the request body was not read. */
+  send(res: ServerResponse, requestId: string, closeConnection = false): void {
+    const body = JSON.stringify({
+      Type: this.statusCode >= 500 ? "Service" : "User",
+      message: this.message,
+      ...this.extra,
+    });
+    const headers: Record<string, string | number> = {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      "x-amzn-errortype": this.type,
+      "x-amzn-requestid": requestId,
+    };
+    if (this.retryAfterSeconds !== undefined) headers["retry-after"] = this.retryAfterSeconds;
+    if (closeConnection) headers.connection = "close";
+    res.writeHead(this.statusCode, headers);
+    res.end(body);
+  }
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { KubeConfig } from "@kubernetes/client-node";
+import { createLogger } from "@esb/common";
+import type { AgentDiscovery } from "./agent-discovery.js";
+import { FolderFunctionRegistry } from "./folder-function-registry.js";
+import type { FunctionRegistry } from "./function-registry.js";
+import { GatewayConfigError, loadGatewayConfig } from "./gateway-config.js";
+import { GatewayMetrics } from "./gateway-metrics.js";
+import { GatewayServer } from "./gateway-server.js";
+import { KubernetesAgentDiscovery } from "./kubernetes-agent-discovery.js";
+import { KubernetesFunctionRegistry } from "./kubernetes-function-registry.js";
+import { StaticAgentDiscovery } from "./static-agent-discovery.js";
+
+const HELP = `esb-gateway: the AWS Lambda Invoke API and HTTP routes of ESB
+
+Usage: esb-gateway [--help] [--version]
+
+Environment:
+  GATEWAY_PORT                port to listen on (default 9000)
+  GATEWAY_HOST                address to listen on (default 0.0.0.0)
+  GATEWAY_NAMESPACE           namespace of bare function names (default "default");
+                              other namespaces: FunctionName "namespace/name"
+  AGENT_URLS                  comma-separated agent URLs (standalone), e.g. http://127.0.0.1:50051
+  AGENT_SELECTOR              label selector of agent pods (Kubernetes),
+                              e.g. app.kubernetes.io/component=agent
+  AGENT_NAMESPACE             namespace of agent pods (default POD_NAMESPACE or esb-system)
+  AGENT_PORT                  agent gRPC port (default 50051)
+  FUNCTIONS_DIR               folder of LambdaFunction manifests; without it the
+                              Kubernetes API is watched (in-cluster or KUBECONFIG)
+  GATEWAY_LEASE_MS            worker lease, renewed by heartbeats (default 30000)
+  GATEWAY_WARM_HOLD_MS        keep a healthy worker this long after an invocation and
+                              reuse it without an agent round trip (default 20; 0 = off)
+  GATEWAY_HEARTBEAT_MS        agent heartbeat interval (default 1000)
+  GATEWAY_EVENT_QUEUE_SIZE    queued Event invocations before 429 (default 1000)
+  GATEWAY_EVENT_CONCURRENCY   Event invocations run at once (default 8)
+  GATEWAY_EVENT_RETRY_DELAYS_MS  delays before the 2 retries (default 1000,2000)
+  ESB_LOG_LEVEL               pino level (default info)
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (args.includes("--version") || args.includes("-v")) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  if (args.length > 0) {
+    process.stderr.write(
+      `esb-gateway: unknown argument ${args[0]} (configuration is read from the environment; see --help)\n`,
+    );
+    process.exitCode = 2;
+    return;
+  }
+  const logger = createLogger("gateway");
+  let config;
+  try {
+    config = loadGatewayConfig();
+  } catch (err) {
+    if (err instanceof GatewayConfigError) {
+      process.stderr.write(`esb-gateway: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  const metrics = new GatewayMetrics(true);
+  const onConflicts = (n: number) => metrics.routeConflicts.set(n);
+  let kubeConfig: KubeConfig | undefined;
+  const kube = () => {
+    if (!kubeConfig) {
+      kubeConfig = new KubeConfig();
+      kubeConfig.loadFromDefault();
+    }
+    return kubeConfig;
+  };
+  const registry: FunctionRegistry = config.functionsDir
+    ? new FolderFunctionRegistry(config.functionsDir, config.namespace, logger, onConflicts)
+    : new KubernetesFunctionRegistry(kube(), config.namespace, logger, onConflicts);
+  const discovery: AgentDiscovery =
+    config.agentUrls.length > 0
+      ? new StaticAgentDiscovery(config.agentUrls)
+      : new KubernetesAgentDiscovery(
+          kube(),
+          config.agentNamespace,
+          config.agentSelector!,
+          config.agentPort,
+          logger,
+        );
+  const server = new GatewayServer({ config, registry, discovery, logger, metrics });
+  await server.start();
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, "stopping");
+    server.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, "stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`esb-gateway: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

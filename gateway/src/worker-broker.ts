@@ -1,0 +1,210 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "@esb/common";
+import { InvocationOutcome, StartKind } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import type { AgentClientPool, AgentConnection } from "./agent-client-pool.js";
+import type { FunctionKey } from "./function-name.js";
+import { LambdaApiError } from "./lambda-api-error.js";
+import type { StartKindLabel } from "./gateway-metrics.js";
+
+/** A worker held for exactly one invocation. */
+export interface WorkerLease {
+  agent: AgentConnection;
+  workerId: string;
+  /** `host:port` of the worker's invoke endpoint. */
+  address: string;
+  leaseId: string;
+  startKind: StartKindLabel;
+  /** `namespace/name` of the function the worker runs. */
+  functionKey: string;
+}
+
+export { InvocationOutcome };
+
+const START_KIND: Record<number, StartKindLabel> = {
+  [StartKind.COLD]: "cold",
+  [StartKind.WARM]: "warm",
+  [StartKind.THAWED]: "thawed",
+};
+
+/**
+ * Gets workers from agents and gives them back.
+ *
+ * Placement: an agent whose last heartbeat reported idle workers of the
+ * function comes first, then one with paused workers, then the least loaded
+ * (fewest busy workers, counting the ones this gateway holds). The local view is
+ * adjusted as workers are handed out so concurrent callers spread out before the
+ * next heartbeat corrects it. A warm invocation costs one round trip to the
+ * agent (AcquireWorker); ReleaseWorker is sent after the response without
+ * delaying the caller, and the leases are kept alive by the pool's heartbeats.
+ * With a warm hold (`warmHoldMs` > 0) a healthy worker stays with the gateway
+ * for that long after its invocation and the next call of the same function
+ * reuses it with no round trip at all.
+ *
+ * When every agent refuses: RESOURCE_EXHAUSTED → TooManyRequestsException
+ * (ReservedFunctionConcurrentInvocationLimitExceeded); NOT_FOUND or
+ * FAILED_PRECONDITION → ResourceConflictException (function not ready on any
+ * node); anything else (unreachable agent…) → ServiceException naming the agents
+ * and their errors.
+ */
+export class WorkerBroker {
+  /** Healthy workers kept after their invocation (warm hold), by `namespace/name`, most recent last. */
+  private readonly held = new Map<string, { lease: WorkerLease; timer: NodeJS.Timeout }[]>();
+
+  constructor(
+    private readonly agents: AgentClientPool,
+    private readonly leaseMs: number,
+    private readonly logger: Logger,
+    /**
+     * Warm hold: how long a healthy worker is kept by the gateway after its
+     * invocation before ReleaseWorker is sent. A call in that window reuses it
+     * with no agent round trip. 0 (default) releases at once.
+     */
+    private readonly warmHoldMs = 0,
+    /** Longest wait for AcquireWorker (cold starts may pull an image). */
+    private readonly acquireTimeoutMs = 120_000,
+  ) {}
+
+  /** Acquires a worker for one invocation of `fn`; throws {@link LambdaApiError} when none can be had. */
+  async acquire(fn: FunctionKey): Promise<WorkerLease> {
+    const key = `${fn.namespace}/${fn.name}`;
+    const kept = this.held.get(key)?.pop();
+    if (kept) {
+      clearTimeout(kept.timer);
+      return { ...kept.lease, startKind: "warm" };
+    }
+    const all = this.agents.list();
+    if (all.length === 0) {
+      throw new LambdaApiError(
+        "ServiceException",
+        "ESB gateway: no agents are known; cannot run functions (check AGENT_URLS / the agent DaemonSet)",
+      );
+    }
+    const healthy = all.filter((a) => a.healthy);
+    const candidates = (healthy.length > 0 ? healthy : all).sort((a, b) => score(a, key) - score(b, key));
+    const failures: { agent: string; code: Code | undefined; message: string }[] = [];
+    for (const agent of candidates) {
+      const pool = agent.pools.get(key);
+      // Optimistically take one warm worker from the local view; the next heartbeat corrects it.
+      if (pool && pool.idleWorkers > 0) pool.idleWorkers--;
+      else if (pool && pool.pausedWorkers > 0) pool.pausedWorkers--;
+      agent.inflight++;
+      try {
+        const res = await agent.client.acquireWorker(
+          {
+            function: { namespace: fn.namespace, name: fn.name },
+            holderId: this.agents.holderId,
+            leaseMs: this.leaseMs,
+            waitMs: 0,
+          },
+          { timeoutMs: this.acquireTimeoutMs },
+        );
+        return {
+          agent,
+          workerId: res.workerId,
+          address: res.address,
+          leaseId: res.leaseId,
+          startKind: START_KIND[res.startKind] ?? "warm",
+          functionKey: key,
+        };
+      } catch (err) {
+        agent.inflight--;
+        const ce = ConnectError.from(err);
+        failures.push({ agent: agent.url, code: ce.code, message: ce.rawMessage });
+        if (
+          ce.code === Code.Unavailable ||
+          ce.code === Code.DeadlineExceeded ||
+          ce.code === Code.Unknown ||
+          ce.code === Code.Internal
+        ) {
+          this.logger.warn(
+            { agent: agent.url, function: key, code: Code[ce.code], err: ce.rawMessage },
+            "AcquireWorker failed",
+          );
+        }
+      }
+    }
+    if (failures.some((f) => f.code === Code.ResourceExhausted)) {
+      throw new LambdaApiError(
+        "TooManyRequestsException",
+        "Rate Exceeded.",
+        { Reason: "ReservedFunctionConcurrentInvocationLimitExceeded" },
+        1,
+      );
+    }
+    const notReady = failures.find((f) => f.code === Code.NotFound || f.code === Code.FailedPrecondition);
+    if (notReady) {
+      throw new LambdaApiError(
+        "ResourceConflictException",
+        `The operation cannot be performed at this time. The function ${key} is not ready on any node: ${notReady.message}`,
+      );
+    }
+    throw new LambdaApiError(
+      "ServiceException",
+      `ESB gateway: no agent could provide a worker for ${key}: ` +
+        failures
+          .map((f) => `${f.agent}: ${f.code !== undefined ? Code[f.code] : "error"} ${f.message}`)
+          .join("; "),
+    );
+  }
+
+  /**
+   * Gives the worker back with the invocation's outcome. Returns at once: the
+   * call runs in the background and a failure is only logged (the lease then
+   * expires on the agent).
+   */
+  release(lease: WorkerLease, outcome: InvocationOutcome): void {
+    const healthy = outcome === InvocationOutcome.SUCCESS || outcome === InvocationOutcome.FUNCTION_ERROR;
+    if (this.warmHoldMs > 0 && healthy && this.agents.list().includes(lease.agent)) {
+      const key = lease.functionKey;
+      const list = this.held.get(key) ?? [];
+      const entry = {
+        lease,
+        timer: setTimeout(() => {
+          const i = list.indexOf(entry);
+          if (i >= 0) list.splice(i, 1);
+          void this.sendRelease(lease, outcome);
+        }, this.warmHoldMs),
+      };
+      entry.timer.unref();
+      list.push(entry);
+      this.held.set(key, list);
+      return;
+    }
+    void this.sendRelease(lease, outcome);
+  }
+
+  /** Releases every held worker now (at shutdown); resolves when the agents answered. */
+  async releaseHeld(): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (const list of this.held.values()) {
+      for (const { lease, timer } of list.splice(0)) {
+        clearTimeout(timer);
+        pending.push(this.sendRelease(lease, InvocationOutcome.SUCCESS));
+      }
+    }
+    await Promise.all(pending);
+  }
+
+  private sendRelease(lease: WorkerLease, outcome: InvocationOutcome): Promise<void> {
+    lease.agent.inflight--;
+    return lease.agent.client
+      .releaseWorker({ workerId: lease.workerId, leaseId: lease.leaseId, outcome }, { timeoutMs: 10_000 })
+      .catch((err: unknown) =>
+        this.logger.warn(
+          { agent: lease.agent.url, workerId: lease.workerId, err: String(err) },
+          "ReleaseWorker failed; the lease will expire",
+        ),
+      )
+      .then(() => {});
+  }
+}
+
+/** Lower is better: warm workers first, then paused ones, then the least busy node. */
+function score(agent: AgentConnection, key: string): number {
+  const pool = agent.pools.get(key);
+  let busy = agent.inflight;
+  for (const p of agent.pools.values()) busy += p.busyWorkers;
+  if (pool && pool.idleWorkers > 0) return -2_000_000 + busy;
+  if (pool && pool.pausedWorkers > 0) return -1_000_000 + busy;
+  return busy;
+}
