@@ -116,6 +116,8 @@ function makePool(
   events: PoolEvent[] = [],
 ): WorkerPool {
   const pool = new WorkerPool({
+    // The fake's workers have no process: they are ready as soon as they start.
+    waitReady: async () => undefined,
     functionKey: "ns/fn",
     runtime: rt,
     config: config(over),

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createLogger, type Logger } from "@esb/common";
 import type { ListedWorker, Runtime, WorkerHandle, WorkerSpec } from "../runtime/runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
+import { waitForWorkerPort } from "./worker-readiness.js";
 import {
   ConcurrencyLimitError,
   LeaseMismatchError,
@@ -108,6 +109,13 @@ export interface WorkerPoolOptions {
   onEvent?: (event: PoolEvent) => void;
   /** Makes new worker ids (default: `<namespace>-<name>-<8 hex>`, container-id safe). */
   newWorkerId?: () => string;
+  /**
+   * Resolves once a started worker serves its invoke port; rejects when it will
+   * not. Default: {@link waitForWorkerPort} with `readyTimeoutMs`.
+   */
+  waitReady?: (handle: WorkerHandle, stillStarting: () => boolean) => Promise<void>;
+  /** How long a new worker may take to listen on its invoke port (default 15 s). */
+  readyTimeoutMs?: number;
 }
 
 /** Parameters of {@link WorkerPool.acquire}. */
@@ -179,6 +187,8 @@ export class WorkerPool {
   private provisionBackoffMs = 0;
   private provisionTimer?: NodeJS.Timeout;
 
+  private readonly waitReady: (handle: WorkerHandle, stillStarting: () => boolean) => Promise<void>;
+
   constructor(opts: WorkerPoolOptions) {
     this.functionKey = opts.functionKey;
     this.runtime = opts.runtime;
@@ -190,6 +200,10 @@ export class WorkerPool {
       .replace(/[^a-z0-9]+/g, "-")
       .slice(0, 48);
     this.newWorkerId = opts.newWorkerId ?? (() => `${slug}-${randomBytes(4).toString("hex")}`);
+    const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+    this.waitReady =
+      opts.waitReady ??
+      ((handle, stillStarting) => waitForWorkerPort(handle.ip, handle.port, readyTimeoutMs, stillStarting));
   }
 
   /** The configuration in force. */
@@ -507,7 +521,7 @@ export class WorkerPool {
     let handle: WorkerHandle;
     try {
       const spec = this.config.workerSpec(w.id);
-      handle = await this.op(w, () => this.runtime.startWorker(spec));
+      handle = await this.op(w, () => this.startReady(w, spec));
     } catch (err) {
       this.onEvent({
         type: "cold-start",
@@ -531,6 +545,14 @@ export class WorkerPool {
     this.transition(w, "busy");
     this.grantLease(w, opts);
     return this.handOut(w, "cold", started);
+  }
+
+  /** Starts the worker's container, then waits until its invoke port listens. */
+  private async startReady(w: PoolWorker, spec: WorkerSpec): Promise<WorkerHandle> {
+    const handle = await this.runtime.startWorker(spec);
+    w.handle = handle;
+    await this.waitReady(handle, () => w.state === "starting");
+    return handle;
   }
 
   private handOut(w: PoolWorker, kind: StartKind, started: number): AcquiredWorker {
@@ -680,7 +702,7 @@ export class WorkerPool {
       void this.remove(w, `cannot build worker spec: ${(err as Error).message}`, true);
       return;
     }
-    this.op(w, () => this.runtime.startWorker(spec)).then(
+    this.op(w, () => this.startReady(w, spec)).then(
       (handle) => {
         w.handle = handle;
         this.provisionBackoffMs = 0;

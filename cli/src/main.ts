@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Command, InvalidArgumentError } from "commander";
+import { createLogger } from "@esb/common";
+import { invokeFunction } from "./invoke-command.js";
+import { StandaloneStack, esbVersion } from "./standalone-stack.js";
+
+function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("not a port number (0-65535)");
+  return n;
+}
+
+/** Builds the `esb` command line. */
+export function buildProgram(): Command {
+  const program = new Command("esb")
+    .description("ESB (Edge Serverless Box): AWS Lambda functions on your own machine or Kubernetes cluster")
+    .version(esbVersion());
+
+  program
+    .command("up")
+    .description("run agent, gateway and controller on this machine (containerd-backed), serving the functions in a folder")
+    .option("-f, --functions <dir>", "folder of LambdaFunction manifests (watched)", "examples/functions")
+    .option("-p, --port <port>", "gateway port", portNumber, 9000)
+    .option("--host <address>", "gateway listen address", "127.0.0.1")
+    .option("--state-dir <dir>", "containerd, agent and CNI state", "/var/lib/esb/standalone")
+    .option("--agent-port <port>", "agent gRPC port on 127.0.0.1 (0: any free port)", portNumber, 0)
+    .option("--bridge <name>", "worker bridge", "esb-cni0")
+    .option("--subnet <cidr>", "worker subnet", "10.88.0.0/16")
+    .action(async (opts: { functions: string; port: number; host: string; stateDir: string; agentPort: number; bridge: string; subnet: string }) => {
+      const logger = createLogger("esb");
+      const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
+      const stack = new StandaloneStack({
+        functionsDir: opts.functions,
+        port: opts.port,
+        host: opts.host,
+        stateDir: opts.stateDir,
+        agentPort: opts.agentPort,
+        bridge: opts.bridge,
+        subnet: opts.subnet,
+        logger,
+        progress,
+      });
+      let stopping = false;
+      const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        progress(`${signal}: stopping, removing workers`);
+        stack.stop().then(
+          () => {
+            progress("stopped; no workers left");
+            process.exit(0);
+          },
+          (err: unknown) => {
+            process.stderr.write(`esb up: stop failed: ${(err as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on("SIGINT", () => shutdown("SIGINT"));
+      process.on("SIGTERM", () => shutdown("SIGTERM"));
+      try {
+        await stack.start();
+      } catch (err) {
+        process.stderr.write(`esb up: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+      progress("preparing functions (the first start builds the runtime images)...");
+      const functions = await stack.waitForFunctions(180_000);
+      const { invalid } = stack.report();
+      for (const f of functions) {
+        progress(`  ${f.ready ? "ready " : "FAILED"} ${f.name}${f.ready ? "" : `: ${f.reason} ${f.message}`}`);
+      }
+      for (const [file, errors] of invalid) progress(`  invalid manifest ${file}: ${errors.join("; ")}`);
+      const example = functions.find((f) => f.ready)?.name ?? "<name>";
+      progress(
+        `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,
+      );
+    });
+
+  program
+    .command("invoke")
+    .description("invoke a function through the gateway (like aws lambda invoke --endpoint-url)")
+    .argument("<function>", "function name (namespace/name for another namespace)")
+    .option("-d, --payload <json>", "event payload", "{}")
+    .option("-g, --gateway <url>", "gateway URL", "http://127.0.0.1:9000")
+    .option("-t, --type <type>", "RequestResponse, Event or DryRun", "RequestResponse")
+    .option("--tail", "print the invocation's log tail", false)
+    .action(async (name: string, opts: { payload: string; gateway: string; type: string; tail: boolean }) => {
+      try {
+        JSON.parse(opts.payload);
+      } catch {
+        process.stderr.write("esb invoke: --payload is not valid JSON\n");
+        process.exit(2);
+      }
+      const result = await invokeFunction(name, {
+        gateway: opts.gateway,
+        payload: opts.payload,
+        invocationType: opts.type,
+        tail: opts.tail,
+      }).catch((err: unknown) => {
+        process.stderr.write(`esb invoke: ${(err as Error).message}\n`);
+        process.exit(1);
+      });
+      if (result.log) process.stderr.write(result.log);
+      if (result.body) process.stdout.write(`${result.body}\n`);
+      if (result.status >= 300 || result.functionError) {
+        process.stderr.write(`esb invoke: status ${result.status}${result.functionError ? `, function error ${result.functionError}` : ""}\n`);
+        process.exitCode = 1;
+      }
+    });
+  return program;
+}
+
+const invokedDirectly =
+  process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`esb: ${(err as Error).message}\n`);
+      process.exit(1);
+    });
+}

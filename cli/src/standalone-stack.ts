@@ -1,0 +1,225 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join, resolve } from "node:path";
+import type { LambdaFunction, Logger } from "@esb/common";
+import { loadAgentConfig } from "@esb/agent/agent-config";
+import { startAgent, type RunningAgent } from "@esb/agent/main";
+import { Controller, FolderFunctionSource, StaticAgentDirectory } from "@esb/controller";
+import { FolderFunctionRegistry } from "@esb/gateway/folder-function-registry";
+import { loadGatewayConfig } from "@esb/gateway/gateway-config";
+import { GatewayServer } from "@esb/gateway/gateway-server";
+import { StaticAgentDiscovery } from "@esb/gateway/static-agent-discovery";
+import { PrivateContainerd } from "./private-containerd.js";
+
+/** Options of `esb up`. */
+export interface StandaloneOptions {
+  /** Folder of LambdaFunction manifests (watched). */
+  functionsDir: string;
+  /** Gateway port (default 9000) and address (default 127.0.0.1). */
+  port: number;
+  host: string;
+  /** Where containerd, the agent and CNI keep their state. */
+  stateDir: string;
+  /** AgentService port on 127.0.0.1. */
+  agentPort: number;
+  /** Worker bridge and subnet. */
+  bridge: string;
+  subnet: string;
+  logger: Logger;
+  /** Progress lines for the user (start-up steps). */
+  progress: (line: string) => void;
+}
+
+/** A function's state as `esb up` reports it. */
+export interface FunctionReport {
+  name: string;
+  ready: boolean;
+  reason: string;
+  message: string;
+  url?: string;
+}
+
+/**
+ * ESB on one machine without Kubernetes: a private containerd, the node agent,
+ * the gateway, and the controller reading LambdaFunction manifests from a
+ * folder. {@link stop} destroys every worker and leaves no containers, network
+ * namespaces or CNI allocations behind.
+ */
+export class StandaloneStack {
+  private containerd: PrivateContainerd | undefined;
+  private agent: RunningAgent | undefined;
+  private gateway: GatewayServer | undefined;
+  private controller: Controller | undefined;
+  private source: FolderFunctionSource | undefined;
+  private gatewayPort = 0;
+
+  constructor(private readonly options: StandaloneOptions) {}
+
+  /** Base URL of the gateway once started. */
+  get gatewayUrl(): string {
+    const host = this.options.host === "0.0.0.0" ? "127.0.0.1" : this.options.host;
+    return `http://${host}:${this.gatewayPort}`;
+  }
+
+  /** Checks prerequisites and starts everything; on failure, stops what started and throws. */
+  async start(): Promise<void> {
+    const { progress, logger } = this.options;
+    checkPrerequisites();
+    const stateDir = resolve(this.options.stateDir);
+    mkdirSync(stateDir, { recursive: true });
+    try {
+      let t = Date.now();
+      this.containerd = new PrivateContainerd(stateDir);
+      await this.containerd.start();
+      progress(`containerd ready (${Date.now() - t} ms), socket ${this.containerd.socketPath}`);
+
+      t = Date.now();
+      this.agent = await startAgent(
+        loadAgentConfig({
+          CONTAINERD_SOCKET: this.containerd.socketPath,
+          CONTAINERD_NAMESPACE: "esb",
+          AGENT_HOST: "127.0.0.1",
+          AGENT_PORT: String(this.options.agentPort),
+          AGENT_METRICS_PORT: "0",
+          AGENT_STATE_DIR: join(stateDir, "agent"),
+          NODE_NAME: hostname(),
+          CNI_BRIDGE: this.options.bridge,
+          CNI_SUBNET: this.options.subnet,
+          ESB_LOG_LEVEL: process.env.ESB_LOG_LEVEL,
+        }),
+      );
+      const agentUrl = `http://127.0.0.1:${this.agent.port}`;
+      progress(`agent ready (${Date.now() - t} ms) at ${agentUrl}, workers on ${this.options.bridge} ${this.options.subnet}`);
+
+      const gatewayConfig = loadGatewayConfig({
+        GATEWAY_PORT: String(this.options.port),
+        GATEWAY_HOST: this.options.host,
+        AGENT_URLS: agentUrl,
+        FUNCTIONS_DIR: this.options.functionsDir,
+        HOSTNAME: hostname(),
+      });
+      this.gateway = new GatewayServer({
+        config: gatewayConfig,
+        registry: new FolderFunctionRegistry(this.options.functionsDir, gatewayConfig.namespace, logger),
+        discovery: new StaticAgentDiscovery([agentUrl]),
+        logger: logger.child({ component: "gateway" }),
+      });
+      this.gatewayPort = await this.gateway.start();
+      progress(`gateway listening on ${this.gatewayUrl}`);
+
+      this.source = new FolderFunctionSource(this.options.functionsDir, {
+        defaultNamespace: gatewayConfig.namespace,
+        logger: logger.child({ component: "controller" }),
+      });
+      this.controller = new Controller({
+        source: this.source,
+        agents: new StaticAgentDirectory([agentUrl]),
+        gatewayUrl: this.gatewayUrl,
+        gatewayNamespace: gatewayConfig.namespace,
+        logger: logger.child({ component: "controller" }),
+      });
+      await this.controller.start();
+      progress(`controller watching ${resolve(this.options.functionsDir)}`);
+    } catch (err) {
+      await this.stop().catch((e: unknown) => logger.warn({ err: e }, "cleanup after failed start"));
+      throw err;
+    }
+  }
+
+  /** Current state of every function read from the folder, and the manifests that were rejected. */
+  report(): { functions: FunctionReport[]; invalid: Map<string, string[]> } {
+    const source = this.source;
+    if (!source) return { functions: [], invalid: new Map() };
+    return {
+      functions: source.list().map((fn: LambdaFunction) => {
+        const ready = fn.status?.conditions?.find((c) => c.type === "Ready");
+        return {
+          name: fn.metadata.name,
+          ready: ready?.status === "True",
+          reason: ready?.reason ?? "Pending",
+          message: ready?.message ?? "",
+          url: fn.status?.url,
+        };
+      }),
+      invalid: source.invalidManifests(),
+    };
+  }
+
+  /**
+   * Waits until every valid function is Ready or has failed (a reason other
+   * than a pending one), at most `timeoutMs`; reports what it sees.
+   */
+  async waitForFunctions(timeoutMs: number): Promise<FunctionReport[]> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const { functions } = this.report();
+      const settled = functions.every((f) => f.ready || (f.reason !== "Pending" && f.reason !== "WarmingUp"));
+      if (settled || Date.now() > until) return functions;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Stops everything and removes every worker, network namespace and CNI allocation. Idempotent. */
+  async stop(): Promise<void> {
+    const log = this.options.logger;
+    const step = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, `stop: ${what} failed`);
+      }
+    };
+    const controller = this.controller;
+    this.controller = undefined;
+    if (controller) await step("controller", () => controller.stop());
+    const gateway = this.gateway;
+    this.gateway = undefined;
+    if (gateway) await step("gateway", () => gateway.stop());
+    const agent = this.agent;
+    this.agent = undefined;
+    if (agent) {
+      // Standalone owns its workers: destroy them rather than keep them for re-adoption.
+      for (const pool of agent.agent.pools()) {
+        await step(`destroy ${pool.ref.namespace}/${pool.ref.name}`, () => agent.agent.destroyFunction(pool.ref));
+      }
+      await step("agent", () => agent.stop());
+      await step("network", async () => {
+        execFileSync("ip", ["link", "del", this.options.bridge], { stdio: "ignore" });
+      });
+    }
+    const containerd = this.containerd;
+    this.containerd = undefined;
+    if (containerd) await step("containerd", () => containerd.stop());
+  }
+}
+
+/** Throws an error that says what to install when ESB cannot run here. */
+export function checkPrerequisites(): void {
+  const problems: string[] = [];
+  if (process.getuid?.() !== 0) {
+    problems.push("esb up must run as root (it drives containerd, network namespaces and cgroups): sudo make up");
+  }
+  for (const bin of ["containerd", "runc", "ip"]) {
+    if (!onPath(bin)) problems.push(`${bin} is not installed`);
+  }
+  if (!["/usr/lib/cni/bridge", "/opt/cni/bin/bridge"].some((p) => existsSync(p))) {
+    problems.push("the CNI plugins (bridge, host-local) are not installed");
+  }
+  if (problems.length > 0) {
+    throw new Error(
+      `cannot start ESB:\n  - ${problems.join("\n  - ")}\n` +
+        "install what is missing with: hack/install-deps.sh (Debian: apt-get install containerd runc containernetworking-plugins iproute2)",
+    );
+  }
+}
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? "").split(":").some((d) => d && existsSync(join(d, bin)));
+}
+
+/** ESB's version (from the CLI's package.json). */
+export function esbVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
