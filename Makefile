@@ -61,6 +61,7 @@ test: build kube-apiserver helm
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
 up: build
+	hack/install-deps.sh
 	node cli/dist/main.js up --functions examples/functions
 
 ## bench: the performance figures of DESIGN.md

@@ -2,10 +2,14 @@
 # Installs the Debian packages ESB's tests and `make up` need: containerd, runc
 # and the CNI plugins (the worker runtime), docker-registry (a local OCI
 # registry), podman (stands in for a Docker engine in docker-mode tests),
-# iproute2/iptables (network namespaces, bridge NAT), and tools.
+# iproute2/iptables (network namespaces, bridge NAT), busybox-static (a
+# one-file rootfs for containerd smoke tests), python3 (free ports in
+# hack/dev-env.sh), the toolchain that builds aws-lambda-ric's native part (the official AWS
+# runtime client, used in tests), and tools.
 set -euo pipefail
 packages=(containerd runc containernetworking-plugins docker-registry podman iproute2 iptables
-  curl openssl ca-certificates git make)
+  busybox-static python3 curl openssl ca-certificates git make
+  autoconf automake libtool cmake g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
