@@ -182,6 +182,8 @@ export function functionKey(ref: { namespace: string; name: string } | undefined
 export class NodeAgent {
   readonly nodeName: string;
   readonly runtime: Runtime;
+  /** What the pools use: the runtime, with pause retries. */
+  private readonly poolRuntime: Runtime;
   private readonly network?: WorkerNetwork;
   private readonly stateDir: string;
   private readonly region: string;
@@ -199,6 +201,7 @@ export class NodeAgent {
   constructor(opts: NodeAgentOptions) {
     this.nodeName = opts.nodeName;
     this.runtime = opts.runtime;
+    this.poolRuntime = withPauseRetries(opts.runtime);
     this.network = opts.network;
     this.stateDir = opts.stateDir;
     this.region = opts.region ?? "us-east-1";
@@ -326,7 +329,7 @@ export class NodeAgent {
     const rec: FunctionRecord = { key, spec: staged, image, codeDir, pool: undefined! };
     rec.pool = new WorkerPool({
       functionKey: key,
-      runtime: this.runtime,
+      runtime: this.poolRuntime,
       config: this.poolConfig(rec),
       logger: this.log,
       onEvent: this.onPoolEvent,
@@ -605,6 +608,40 @@ export class NodeAgent {
     });
     return next;
   }
+}
+
+/**
+ * The runtime as the pools see it: `pauseWorker` retries runc's transient
+ * "unable to freeze" (runc gives up freezing a cgroup whose tasks do not
+ * settle quickly, on a busy machine, and thaws it again; a later try usually
+ * succeeds and is much cheaper than replacing the worker).
+ */
+function withPauseRetries(rt: Runtime): Runtime {
+  return {
+    get name() {
+      return rt.name;
+    },
+    start: () => rt.start(),
+    close: () => rt.close(),
+    prepareImage: (ref, onProgress) => rt.prepareImage(ref, onProgress),
+    startWorker: (spec) => rt.startWorker(spec),
+    pauseWorker: async (id) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await rt.pauseWorker(id);
+        } catch (err) {
+          if (attempt >= 5 || !/unable to freeze/i.test((err as Error).message)) throw err;
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+        }
+      }
+    },
+    resumeWorker: (id) => rt.resumeWorker(id),
+    removeWorker: (id) => rt.removeWorker(id),
+    listWorkers: () => rt.listWorkers(),
+    workerStatus: (id) => rt.workerStatus(id),
+    onWorkerExit: (listener) => rt.onWorkerExit(listener),
+    onWorkerLog: (listener) => rt.onWorkerLog(listener),
+  };
 }
 
 /**

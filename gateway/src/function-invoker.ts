@@ -33,6 +33,13 @@ export interface InvocationResult {
 
 /** Extra time past the function timeout before the gateway stops waiting for a worker. */
 const TIMEOUT_GRACE_MS = 2000;
+/**
+ * Init budget (AWS's 10 s init limit): a cold worker, or one whose runtime was
+ * restarted after a crash or timeout, first initialises, and the worker's
+ * emulator does not count that against the function timeout. The gateway's
+ * wait is only a backstop for a worker that stops answering at all.
+ */
+const INIT_BUDGET_MS = 10_000;
 
 /**
  * Runs one invocation: acquires a worker from {@link WorkerBroker}, POSTs the
@@ -64,7 +71,7 @@ export class FunctionInvoker {
         lease.address,
         req.payload,
         headers,
-        timeoutSeconds * 1000 + TIMEOUT_GRACE_MS,
+        timeoutSeconds * 1000 + INIT_BUDGET_MS + TIMEOUT_GRACE_MS,
       );
       const functionError = header(res.headers["x-amz-function-error"]);
       const logResult = header(res.headers["x-amz-log-result"]);

@@ -49,6 +49,8 @@ const START_KIND: Record<number, StartKindLabel> = {
 export class WorkerBroker {
   /** Healthy workers kept after their invocation (warm hold), by `namespace/name`, most recent last. */
   private readonly held = new Map<string, { lease: WorkerLease; timer: NodeJS.Timeout }[]>();
+  /** ReleaseWorker calls on their way, awaited at shutdown so that no worker is left leased. */
+  private readonly releasing = new Set<Promise<void>>();
 
   constructor(
     private readonly agents: AgentClientPool,
@@ -173,21 +175,23 @@ export class WorkerBroker {
     void this.sendRelease(lease, outcome);
   }
 
-  /** Releases every held worker now (at shutdown); resolves when the agents answered. */
+  /**
+   * Releases every held worker now (at shutdown); resolves when the agents
+   * answered these and every release already on its way.
+   */
   async releaseHeld(): Promise<void> {
-    const pending: Promise<void>[] = [];
     for (const list of this.held.values()) {
       for (const { lease, timer } of list.splice(0)) {
         clearTimeout(timer);
-        pending.push(this.sendRelease(lease, InvocationOutcome.SUCCESS));
+        void this.sendRelease(lease, InvocationOutcome.SUCCESS);
       }
     }
-    await Promise.all(pending);
+    await Promise.all([...this.releasing]);
   }
 
   private sendRelease(lease: WorkerLease, outcome: InvocationOutcome): Promise<void> {
     lease.agent.inflight--;
-    return lease.agent.client
+    const done: Promise<void> = lease.agent.client
       .releaseWorker({ workerId: lease.workerId, leaseId: lease.leaseId, outcome }, { timeoutMs: 10_000 })
       .catch((err: unknown) =>
         this.logger.warn(
@@ -195,7 +199,11 @@ export class WorkerBroker {
           "ReleaseWorker failed; the lease will expire",
         ),
       )
-      .then(() => {});
+      .then(() => {
+        this.releasing.delete(done);
+      });
+    this.releasing.add(done);
+    return done;
   }
 }
 

@@ -1,0 +1,270 @@
+import { execFile } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { LambdaClient } from "@aws-sdk/client-lambda";
+import { createLogger, type LambdaFunction } from "@esb/common";
+import { startAgent, type RunningAgent } from "@esb/agent/main";
+import { StaticAgentDirectory } from "@esb/controller/agent-directory";
+import { Controller } from "@esb/controller/controller";
+import { FolderFunctionSource } from "@esb/controller/folder-function-source";
+import { FolderFunctionRegistry } from "@esb/gateway/folder-function-registry";
+import { loadGatewayConfig } from "@esb/gateway/gateway-config";
+import { GatewayServer } from "@esb/gateway/gateway-server";
+import { StaticAgentDiscovery } from "@esb/gateway/static-agent-discovery";
+import { stringify } from "yaml";
+
+const run = promisify(execFile);
+
+/** A LambdaFunction manifest's name and spec (namespace: the gateway's default). */
+export interface E2eFunction {
+  name: string;
+  spec: LambdaFunction["spec"];
+}
+
+/**
+ * The whole ESB data path of `esb up`, in-process and real: the agent (startAgent:
+ * ContainerdRuntime on the test containerd in its own namespace, CniNetwork on
+ * its own bridge and random 10.x.y.0/24 subnet, AgentService on loopback), the
+ * controller (manifests folder → PrepareFunction) and the gateway (same folder,
+ * static agent URL). Throws when the test containerd is missing.
+ */
+export class E2eStack {
+  readonly id = randomBytes(3).toString("hex");
+  readonly namespace = `esb-e2e-${this.id}`;
+  readonly bridge = `esbe${this.id}`;
+  readonly subnet = `10.${randomInt(200, 250)}.${randomInt(0, 256)}.0/24`;
+  readonly socket: string;
+  dir = "";
+  functionsDir = "";
+  agent!: RunningAgent;
+  controller!: Controller;
+  source!: FolderFunctionSource;
+  gateway!: GatewayServer;
+  /** Base URL of the gateway, e.g. http://127.0.0.1:41234. */
+  endpoint = "";
+  agentUrl = "";
+
+  constructor() {
+    const socket = process.env.ESB_TEST_CONTAINERD_SOCKET;
+    if (!socket) throw new Error("ESB_TEST_CONTAINERD_SOCKET is not set: the test containerd is missing");
+    this.socket = socket;
+  }
+
+  /** Writes the manifests and starts agent, controller and gateway; resolves when every function is Ready. */
+  async start(functions: E2eFunction[], readyTimeoutMs = 600_000): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), "esb-e2e-"));
+    this.functionsDir = join(this.dir, "functions");
+    await run("mkdir", ["-p", this.functionsDir]);
+    const docs = functions.map((f) =>
+      stringify({
+        apiVersion: "esb.dev/v1alpha1",
+        kind: "LambdaFunction",
+        metadata: { name: f.name },
+        spec: f.spec,
+      }),
+    );
+    await writeFile(join(this.functionsDir, "functions.yaml"), docs.join("---\n"));
+    const level = process.env.ESB_LOG_LEVEL ?? "warn";
+    process.env.ESB_LOG_LEVEL = level;
+
+    this.agent = await startAgent({
+      runtime: "containerd",
+      containerdSocket: this.socket,
+      containerdNamespace: this.namespace,
+      dockerSocket: "",
+      port: 0,
+      metricsPort: 0,
+      host: "127.0.0.1",
+      nodeName: `e2e-${this.id}`,
+      stateDir: join(this.dir, "agent"),
+      cniMode: "bridge",
+      cniBridge: this.bridge,
+      cniSubnet: this.subnet,
+      cniBinDir: "/usr/lib/cni",
+      cniConfDir: join(this.dir, "cni-conf"),
+      netnsDir: join(this.dir, "netns"),
+      insecureRegistries: process.env.ESB_TEST_REGISTRY ? [process.env.ESB_TEST_REGISTRY] : [],
+      region: "us-east-1",
+      // Room for the 20-way concurrency test at 128 MB, whatever the machine has.
+      memoryCapacityMb: 8192,
+    });
+    this.agentUrl = `http://127.0.0.1:${this.agent.port}`;
+
+    const logger = createLogger("e2e", { level });
+    const config = loadGatewayConfig({
+      GATEWAY_PORT: "0",
+      GATEWAY_HOST: "127.0.0.1",
+      AGENT_URLS: this.agentUrl,
+      FUNCTIONS_DIR: this.functionsDir,
+      GATEWAY_HEARTBEAT_MS: "200",
+      GATEWAY_HOLDER_ID: `e2e-gateway-${this.id}`,
+    });
+    this.gateway = new GatewayServer({
+      config,
+      registry: new FolderFunctionRegistry(this.functionsDir, config.namespace, logger),
+      discovery: new StaticAgentDiscovery(config.agentUrls),
+      logger,
+    });
+    const port = await this.gateway.start();
+    this.endpoint = `http://127.0.0.1:${port}`;
+
+    this.source = new FolderFunctionSource(this.functionsDir, { logger });
+    this.controller = new Controller({
+      source: this.source,
+      agents: new StaticAgentDirectory([this.agentUrl]),
+      gatewayUrl: this.endpoint,
+      logger,
+    });
+    await this.controller.start();
+    await this.waitReady(
+      functions.map((f) => f.name),
+      readyTimeoutMs,
+    );
+  }
+
+  /** Waits until the controller reports Ready=True for every function; throws with the conditions otherwise. */
+  async waitReady(names: string[], timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const pending = names
+        .map((n) => this.source.get(`default/${n}`))
+        .map((fn, i) => ({ name: names[i], ready: fn?.status?.conditions?.find((c) => c.type === "Ready") }))
+        .filter((p) => p.ready?.status !== "True");
+      if (pending.length === 0) return;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `functions not Ready after ${timeoutMs} ms: ${pending
+            .map((p) => `${p.name}: ${p.ready ? `${p.ready.reason} ${p.ready.message}` : "no status"}`)
+            .join("; ")}`,
+        );
+      }
+      await sleep(250);
+    }
+  }
+
+  /** An AWS SDK client on the gateway; no retries, so throttling reaches the test. */
+  lambda(): LambdaClient {
+    return new LambdaClient({
+      endpoint: this.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "x", secretAccessKey: "x" },
+      maxAttempts: 1,
+    });
+  }
+
+  /** `ctr` in the stack's containerd namespace; returns stdout. */
+  async ctr(...args: string[]): Promise<string> {
+    const { stdout } = await run("ctr", ["--address", this.socket, "-n", this.namespace, ...args]);
+    return stdout;
+  }
+
+  /** Tasks of the namespace as `ctr tasks ls` shows them: id → status (RUNNING, PAUSED, STOPPED…). */
+  async tasks(): Promise<Map<string, string>> {
+    const out = await this.ctr("tasks", "ls");
+    const tasks = new Map<string, string>();
+    for (const line of out.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length >= 3) tasks.set(cols[0], cols[2]);
+    }
+    return tasks;
+  }
+
+  /** Container ids of the namespace (`ctr containers ls -q`). */
+  async containers(): Promise<string[]> {
+    return (await this.ctr("containers", "ls", "-q")).split("\n").filter(Boolean);
+  }
+
+  /** True while the stack's bridge exists. */
+  async bridgeExists(): Promise<boolean> {
+    try {
+      await run("ip", ["link", "show", this.bridge]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Worker network namespaces still mounted in the agent's netns folder. */
+  async netnsLeft(): Promise<string[]> {
+    return readdir(join(this.dir, "netns")).catch(() => []);
+  }
+
+  /** NAT rules (the bridge plugin's IP masquerade) that still name the stack's subnet. */
+  async natRulesLeft(): Promise<string[]> {
+    const { stdout } = await run("iptables", ["-t", "nat", "-S"]);
+    const prefix = this.subnet.split("/")[0].split(".").slice(0, 3).join(".");
+    return stdout.split("\n").filter((l) => l.includes(`${prefix}.`));
+  }
+
+  /**
+   * Stops gateway and controller, destroys every function's workers on the
+   * agent, stops the agent, and removes the stack's bridge. Errors are
+   * collected and thrown at the end, after everything was tried.
+   */
+  async stop(): Promise<void> {
+    const errors: unknown[] = [];
+    const attempt = async (fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    if (this.gateway) await attempt(() => this.gateway.stop());
+    if (this.controller) await attempt(() => this.controller.stop());
+    if (this.agent) {
+      for (const p of this.agent.agent.pools()) {
+        await attempt(() => this.agent.agent.destroyFunction(p.ref));
+      }
+      // Busy workers (if any) are destroyed once released: wait until the runtime has none left.
+      const rt = this.agent.agent.runtime;
+      await attempt(() =>
+        waitFor(async () => (await rt.listWorkers()).length === 0, 60_000, "workers destroyed"),
+      );
+      await attempt(() => this.agent.stop());
+    }
+    await attempt(() => run("ip", ["link", "del", this.bridge]).catch(() => undefined));
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /**
+   * Removes whatever is left (after {@link stop} and the leak checks, which
+   * report leaks; this only keeps a failed run from littering the machine):
+   * tasks, containers, images and the containerd namespace, mounted network
+   * namespaces, and the temp folder.
+   */
+  async cleanup(): Promise<void> {
+    const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
+    for (const id of await this.containers().catch(() => [])) {
+      await quiet(this.ctr("tasks", "kill", "-s", "SIGKILL", id));
+      await quiet(this.ctr("tasks", "rm", "-f", id));
+      await quiet(this.ctr("containers", "rm", id));
+    }
+    const images = (await this.ctr("images", "ls", "-q").catch(() => "")).split("\n").filter(Boolean);
+    if (images.length > 0) await quiet(this.ctr("images", "rm", ...images));
+    await quiet(run("ctr", ["--address", this.socket, "namespaces", "rm", this.namespace]));
+    for (const ns of await this.netnsLeft()) await quiet(run("umount", [join(this.dir, "netns", ns)]));
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` every 100 ms until it is true; throws naming `what` after `timeoutMs`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await sleep(100);
+  }
+}
