@@ -1,2 +1,3 @@
 export * from "./lambda-function.js";
 export * from "./logger.js";
+export * from "./lambda-function-validation.js";

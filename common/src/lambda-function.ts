@@ -76,6 +76,8 @@ export interface LambdaFunctionStatus {
   nodes?: string[];
   url?: string;
   imageDigest?: string;
+  /** Revision (content hash of the runnable spec) the agents were last prepared with. */
+  revision?: string;
 }
 
 /** A LambdaFunction object. */

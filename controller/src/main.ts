@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+import { createServer, type Server } from "node:http";
+import { readFileSync } from "node:fs";
+import { KubeConfig } from "@kubernetes/client-node";
+import { createLogger } from "@esb/common";
+import { StaticAgentDirectory, type AgentDirectory } from "./agent-directory.js";
+import { Controller } from "./controller.js";
+import { loadControllerConfig } from "./controller-config.js";
+import { ControllerMetrics } from "./controller-metrics.js";
+import { FolderFunctionSource } from "./folder-function-source.js";
+import type { FunctionSource } from "./function-source.js";
+import { KubernetesAgentDirectory } from "./kubernetes-agent-directory.js";
+import { KubernetesFunctionSource } from "./kubernetes-function-source.js";
+
+const HELP = `esb-controller: reconciles LambdaFunction resources into ESB agent requests.
+
+Usage: esb-controller [--functions DIR] [--help] [--version]
+
+  --functions DIR   standalone: read LambdaFunction manifests from DIR (no Kubernetes)
+  --help            show this help
+  --version         show the version
+
+Environment: WATCH_NAMESPACE, AGENT_SELECTOR, AGENT_NAMESPACE, AGENT_PORT,
+AGENT_URLS, GATEWAY_URL, GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION,
+LEASE_NAME, LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080),
+HEALTH_PORT (8081), RESYNC_SECONDS, PREPARE_TIMEOUT_SECONDS, ESB_LOG_LEVEL.
+Kubernetes access: in-cluster service account, else KUBECONFIG / ~/.kube/config.
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function listen(server: Server, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, () => resolve());
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (argv.includes("--version")) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  const config = loadControllerConfig();
+  const fi = argv.indexOf("--functions");
+  if (fi >= 0) {
+    if (!argv[fi + 1]) throw new Error("--functions needs a folder");
+    config.functionsDir = argv[fi + 1];
+  }
+  const logger = createLogger("controller");
+  const metrics = new ControllerMetrics({ defaultMetrics: true });
+  const standalone = config.functionsDir !== "";
+  let source: FunctionSource;
+  let agents: AgentDirectory;
+  let kc: KubeConfig | undefined;
+  if (standalone) {
+    source = new FolderFunctionSource(config.functionsDir, { logger });
+    agents = new StaticAgentDirectory(
+      config.agentUrls.length ? config.agentUrls : ["http://127.0.0.1:50051"],
+    );
+  } else {
+    kc = new KubeConfig();
+    kc.loadFromDefault();
+    source = new KubernetesFunctionSource(kc, {
+      namespace: config.watchNamespace,
+      instance: config.podName,
+      logger,
+    });
+    agents = config.agentUrls.length
+      ? new StaticAgentDirectory(config.agentUrls)
+      : new KubernetesAgentDirectory(
+          kc,
+          config.agentNamespace,
+          config.agentSelector,
+          config.agentPort,
+          logger,
+        );
+  }
+  const controller = new Controller({
+    source,
+    agents,
+    gatewayUrl: config.gatewayUrl,
+    gatewayNamespace: config.gatewayNamespace,
+    resyncMs: config.resyncSeconds * 1000,
+    reconciler: { prepareTimeoutMs: config.prepareTimeoutSeconds * 1000 },
+    metrics,
+    logger,
+    leaderElection:
+      kc && config.leaderElection
+        ? {
+            kubeConfig: kc,
+            leaseName: config.leaseName,
+            namespace: config.leaseNamespace,
+            identity: config.podName,
+          }
+        : undefined,
+  });
+
+  const health = createServer((req, res) => {
+    const ok = req.url === "/healthz" ? true : req.url === "/readyz" ? controller.isStarted : undefined;
+    if (ok === undefined) res.writeHead(404).end("not found\n");
+    else res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "not ready\n");
+  });
+  const metricsServer = createServer((req, res) => {
+    if (req.url !== "/metrics") return void res.writeHead(404).end("not found\n");
+    metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(String(err.message)),
+    );
+  });
+  await listen(health, config.healthPort);
+  await listen(metricsServer, config.metricsPort);
+  await controller.start();
+  logger.info(
+    { mode: standalone ? "standalone" : "kubernetes", config: { ...config } },
+    "controller started",
+  );
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping");
+    await controller.stop();
+    health.close();
+    metricsServer.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`esb-controller: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,69 @@
+import { createServer, type Http2Server } from "node:http2";
+import type { AddressInfo } from "node:net";
+import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AgentService, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
+
+/** One recorded AgentService call. */
+export type RecordedCall =
+  { method: "PrepareFunction"; key: string; spec: FunctionSpec } | { method: "DestroyFunction"; key: string };
+
+/**
+ * TEST STAND-IN for the ESB agent: a real Connect AgentService server (gRPC over
+ * HTTP/2 cleartext on 127.0.0.1) that records PrepareFunction and
+ * DestroyFunction calls and answers like an agent whose provisioned workers are
+ * all warm at once. It exists so that the controller can be tested against the
+ * real kube-apiserver without containerd; end-to-end tests with the real agent
+ * (agent-daemonset) replace it there. Not for production use.
+ */
+export class RecordingTestAgent {
+  readonly calls: RecordedCall[] = [];
+  /** Functions prepared and not destroyed: key → last spec. */
+  readonly functions = new Map<string, FunctionSpec>();
+  /** When set, PrepareFunction fails with this error. */
+  failPrepare?: ConnectError;
+  private server?: Http2Server;
+  private readonly sessions = new Set<import("node:http2").ServerHttp2Session>();
+  url = "";
+
+  /** Starts listening on a free loopback port; `url` is set afterwards. */
+  async start(): Promise<this> {
+    const routes = (router: ConnectRouter) =>
+      router.service(AgentService, {
+        prepareFunction: async (req) => {
+          const spec = req.spec!;
+          const key = `${spec.ref?.namespace}/${spec.ref?.name}`;
+          this.calls.push({ method: "PrepareFunction", key, spec });
+          if (this.failPrepare) throw this.failPrepare;
+          this.functions.set(key, spec);
+          const n = spec.provisionedConcurrency;
+          return { imageDigest: "sha256:" + "ab".repeat(32), readyWorkers: n, warmWorkers: n };
+        },
+        destroyFunction: async (req) => {
+          const key = `${req.function?.namespace}/${req.function?.name}`;
+          this.calls.push({ method: "DestroyFunction", key });
+          const had = this.functions.get(key);
+          this.functions.delete(key);
+          return { destroyedWorkers: had?.provisionedConcurrency ?? 0 };
+        },
+      });
+    this.server = createServer(connectNodeAdapter({ routes }));
+    this.server.on("session", (s) => {
+      this.sessions.add(s);
+      s.on("close", () => this.sessions.delete(s));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  /** Calls of one method for one function. */
+  callsFor(method: RecordedCall["method"], key: string): RecordedCall[] {
+    return this.calls.filter((c) => c.method === method && c.key === key);
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sessions) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
