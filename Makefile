@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm up bench clean
+	kube-apiserver helm up bench clean chart-crds
 
 all: build
 
@@ -68,6 +68,11 @@ up: build
 bench: build
 	node bench/dist/main.js
 
+## chart-crds: copy crds/ into charts/esb/crds/ (a test checks they are identical)
+chart-crds:
+	hack/sync-chart-crds.sh
+
 clean:
 	rm -rf */dist */*.tsbuildinfo
--include mk/kind.mk
+# kind-up, images, kind-load, deploy, undeploy, kind-down: the path to a kind cluster (docs/kubernetes.md)
+include mk/kind.mk

@@ -1,0 +1,90 @@
+{{/* Chart name, overridable. */}}
+{{- define "esb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every resource name: the release name, plus the chart name unless it is already in it. */}}
+{{- define "esb.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's resources: (dict "root" $ "component" "agent"). */}}
+{{- define "esb.componentName" -}}
+{{- printf "%s-%s" (include "esb.fullname" .root | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{/* Labels on every resource. */}}
+{{- define "esb.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "esb.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: esb
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "agent"). */}}
+{{- define "esb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "esb.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of one component's resources. */}}
+{{- define "esb.componentLabels" -}}
+{{ include "esb.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Label selector (string form) of the agent pods, given to the gateway and controller as AGENT_SELECTOR. */}}
+{{- define "esb.agentSelector" -}}
+{{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s,app.kubernetes.io/component=agent" (include "esb.name" .) .Release.Name -}}
+{{- end -}}
+
+{{/* Image reference of one component: (dict "root" $ "component" "agent"). */}}
+{{- define "esb.image" -}}
+{{- $values := index .root.Values .component -}}
+{{- $tag := $values.image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- if .root.Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.image.registry) $values.image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" $values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ServiceAccount name of one component: (dict "root" $ "component" "agent"). */}}
+{{- define "esb.serviceAccountName" -}}
+{{- $sa := (index .root.Values .component).serviceAccount -}}
+{{- if $sa.create -}}
+{{- default (include "esb.componentName" .) $sa.name -}}
+{{- else -}}
+{{- default "default" $sa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespace that bare function names resolve in. */}}
+{{- define "esb.gatewayNamespace" -}}
+{{- default .Release.Namespace .Values.gateway.defaultNamespace -}}
+{{- end -}}
+
+{{/* In-cluster URL of the gateway Service. */}}
+{{- define "esb.gatewayURL" -}}
+{{- printf "http://%s.%s.svc:%v" (include "esb.componentName" (dict "root" . "component" "gateway")) .Release.Namespace .Values.gateway.service.port -}}
+{{- end -}}
+
+{{/* imagePullSecrets block; empty when there are none. */}}
+{{- define "esb.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+{{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
