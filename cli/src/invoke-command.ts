@@ -37,7 +37,12 @@ export async function invokeFunction(name: string, options: InvokeOptions): Prom
       },
     });
   } catch (err) {
-    throw new Error(`gateway ${options.gateway} is unreachable (is \`esb up\` running?): ${(err as Error).message}`);
+    throw new Error(
+      `gateway ${options.gateway} is unreachable (is \`esb up\` running?): ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   }
   const logHeader = res.headers.get("x-amz-log-result");
   return {

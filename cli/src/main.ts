@@ -8,7 +8,8 @@ import { StandaloneStack, esbVersion } from "./standalone-stack.js";
 
 function portNumber(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("not a port number (0-65535)");
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError("not a port number (0-65535)");
   return n;
 }
 
@@ -20,7 +21,9 @@ export function buildProgram(): Command {
 
   program
     .command("up")
-    .description("run agent, gateway and controller on this machine (containerd-backed), serving the functions in a folder")
+    .description(
+      "run agent, gateway and controller on this machine (containerd-backed), serving the functions in a folder",
+    )
     .option("-f, --functions <dir>", "folder of LambdaFunction manifests (watched)", "examples/functions")
     .option("-p, --port <port>", "gateway port", portNumber, 9000)
     .option("--host <address>", "gateway listen address", "127.0.0.1")
@@ -28,56 +31,68 @@ export function buildProgram(): Command {
     .option("--agent-port <port>", "agent gRPC port on 127.0.0.1 (0: any free port)", portNumber, 0)
     .option("--bridge <name>", "worker bridge", "esb-cni0")
     .option("--subnet <cidr>", "worker subnet", "10.88.0.0/16")
-    .action(async (opts: { functions: string; port: number; host: string; stateDir: string; agentPort: number; bridge: string; subnet: string }) => {
-      const logger = createLogger("esb");
-      const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
-      const stack = new StandaloneStack({
-        functionsDir: opts.functions,
-        port: opts.port,
-        host: opts.host,
-        stateDir: opts.stateDir,
-        agentPort: opts.agentPort,
-        bridge: opts.bridge,
-        subnet: opts.subnet,
-        logger,
-        progress,
-      });
-      let stopping = false;
-      const shutdown = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        progress(`${signal}: stopping, removing workers`);
-        stack.stop().then(
-          () => {
-            progress("stopped; no workers left");
-            process.exit(0);
-          },
-          (err: unknown) => {
-            process.stderr.write(`esb up: stop failed: ${(err as Error).message}\n`);
-            process.exit(1);
-          },
+    .action(
+      async (opts: {
+        functions: string;
+        port: number;
+        host: string;
+        stateDir: string;
+        agentPort: number;
+        bridge: string;
+        subnet: string;
+      }) => {
+        const logger = createLogger("esb");
+        const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
+        const stack = new StandaloneStack({
+          functionsDir: opts.functions,
+          port: opts.port,
+          host: opts.host,
+          stateDir: opts.stateDir,
+          agentPort: opts.agentPort,
+          bridge: opts.bridge,
+          subnet: opts.subnet,
+          logger,
+          progress,
+        });
+        let stopping = false;
+        const shutdown = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          progress(`${signal}: stopping, removing workers`);
+          stack.stop().then(
+            () => {
+              progress("stopped; no workers left");
+              process.exit(0);
+            },
+            (err: unknown) => {
+              process.stderr.write(`esb up: stop failed: ${(err as Error).message}\n`);
+              process.exit(1);
+            },
+          );
+        };
+        process.on("SIGINT", () => shutdown("SIGINT"));
+        process.on("SIGTERM", () => shutdown("SIGTERM"));
+        try {
+          await stack.start();
+        } catch (err) {
+          process.stderr.write(`esb up: ${(err as Error).message}\n`);
+          process.exit(1);
+        }
+        progress("preparing functions (the first start builds the runtime images)...");
+        const functions = await stack.waitForFunctions(180_000);
+        const { invalid } = stack.report();
+        for (const f of functions) {
+          progress(
+            `  ${f.ready ? "ready " : "FAILED"} ${f.name}${f.ready ? "" : `: ${f.reason} ${f.message}`}`,
+          );
+        }
+        for (const [file, errors] of invalid) progress(`  invalid manifest ${file}: ${errors.join("; ")}`);
+        const example = functions.find((f) => f.ready)?.name ?? "<name>";
+        progress(
+          `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,
         );
-      };
-      process.on("SIGINT", () => shutdown("SIGINT"));
-      process.on("SIGTERM", () => shutdown("SIGTERM"));
-      try {
-        await stack.start();
-      } catch (err) {
-        process.stderr.write(`esb up: ${(err as Error).message}\n`);
-        process.exit(1);
-      }
-      progress("preparing functions (the first start builds the runtime images)...");
-      const functions = await stack.waitForFunctions(180_000);
-      const { invalid } = stack.report();
-      for (const f of functions) {
-        progress(`  ${f.ready ? "ready " : "FAILED"} ${f.name}${f.ready ? "" : `: ${f.reason} ${f.message}`}`);
-      }
-      for (const [file, errors] of invalid) progress(`  invalid manifest ${file}: ${errors.join("; ")}`);
-      const example = functions.find((f) => f.ready)?.name ?? "<name>";
-      progress(
-        `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,
-      );
-    });
+      },
+    );
 
   program
     .command("invoke")
@@ -106,7 +121,9 @@ export function buildProgram(): Command {
       if (result.log) process.stderr.write(result.log);
       if (result.body) process.stdout.write(`${result.body}\n`);
       if (result.status >= 300 || result.functionError) {
-        process.stderr.write(`esb invoke: status ${result.status}${result.functionError ? `, function error ${result.functionError}` : ""}\n`);
+        process.stderr.write(
+          `esb invoke: status ${result.status}${result.functionError ? `, function error ${result.functionError}` : ""}\n`,
+        );
         process.exitCode = 1;
       }
     });

@@ -42,7 +42,10 @@ export class PrivateContainerd {
     );
     this.stopLeftover();
     const log = createWriteStream(join(this.dir, "containerd.log"), { flags: "a" });
-    const child = spawn("containerd", ["--config", config], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("containerd", ["--config", config], {
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     this.child = child;
@@ -54,7 +57,9 @@ export class PrivateContainerd {
     );
     const spawnFailed = new Promise<never>((_, reject) =>
       child.once("error", (err) =>
-        reject(new Error(`cannot start containerd (${err.message}); install it: apt-get install containerd runc`)),
+        reject(
+          new Error(`cannot start containerd (${err.message}); install it: apt-get install containerd runc`),
+        ),
       ),
     );
     await Promise.race([this.waitForSocket(timeoutMs), exited, spawnFailed]);
@@ -101,7 +106,8 @@ export class PrivateContainerd {
         s.once("error", () => resolve(false));
       });
       if (ok) return;
-      if (Date.now() > until) throw new Error(`containerd did not open ${this.socketPath} within ${timeoutMs} ms`);
+      if (Date.now() > until)
+        throw new Error(`containerd did not open ${this.socketPath} within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

@@ -90,7 +90,9 @@ export class StandaloneStack {
         }),
       );
       const agentUrl = `http://127.0.0.1:${this.agent.port}`;
-      progress(`agent ready (${Date.now() - t} ms) at ${agentUrl}, workers on ${this.options.bridge} ${this.options.subnet}`);
+      progress(
+        `agent ready (${Date.now() - t} ms) at ${agentUrl}, workers on ${this.options.bridge} ${this.options.subnet}`,
+      );
 
       const gatewayConfig = loadGatewayConfig({
         GATEWAY_PORT: String(this.options.port),
@@ -181,7 +183,9 @@ export class StandaloneStack {
     if (agent) {
       // Standalone owns its workers: destroy them rather than keep them for re-adoption.
       for (const pool of agent.agent.pools()) {
-        await step(`destroy ${pool.ref.namespace}/${pool.ref.name}`, () => agent.agent.destroyFunction(pool.ref));
+        await step(`destroy ${pool.ref.namespace}/${pool.ref.name}`, () =>
+          agent.agent.destroyFunction(pool.ref),
+        );
       }
       await step("agent", () => agent.stop());
       await step("network", async () => {
@@ -198,7 +202,9 @@ export class StandaloneStack {
 export function checkPrerequisites(): void {
   const problems: string[] = [];
   if (process.getuid?.() !== 0) {
-    problems.push("esb up must run as root (it drives containerd, network namespaces and cgroups): sudo make up");
+    problems.push(
+      "esb up must run as root (it drives containerd, network namespaces and cgroups): sudo make up",
+    );
   }
   for (const bin of ["containerd", "runc", "ip"]) {
     if (!onPath(bin)) problems.push(`${bin} is not installed`);
@@ -220,6 +226,8 @@ function onPath(bin: string): boolean {
 
 /** ESB's version (from the CLI's package.json). */
 export function esbVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
   return pkg.version;
 }

@@ -219,8 +219,15 @@ export class DockerRuntime implements Runtime {
   private async ensureNetwork(): Promise<void> {
     const existing = await this.docker.listNetworks({ filters: { name: [this.network] } });
     if (existing.some((n) => n.Name === this.network)) return;
-    const ipam = this.options.subnet ? { Driver: "default", Config: [{ Subnet: this.options.subnet }] } : undefined;
-    await this.docker.createNetwork({ Name: this.network, Driver: "bridge", CheckDuplicate: true, IPAM: ipam });
+    const ipam = this.options.subnet
+      ? { Driver: "default", Config: [{ Subnet: this.options.subnet }] }
+      : undefined;
+    await this.docker.createNetwork({
+      Name: this.network,
+      Driver: "bridge",
+      CheckDuplicate: true,
+      IPAM: ipam,
+    });
     this.log.info({ network: this.network, subnet: this.options.subnet }, "created worker network");
   }
 
@@ -242,12 +249,20 @@ export class DockerRuntime implements Runtime {
     stream.on("close", () => {
       if (this.closed) return;
       // The engine restarted or dropped the stream: subscribe again so exits are not missed.
-      setTimeout(() => void this.subscribeEvents().catch((err) => this.log.warn({ err }, "resubscribe failed")), 1000);
+      setTimeout(
+        () => void this.subscribeEvents().catch((err) => this.log.warn({ err }, "resubscribe failed")),
+        1000,
+      );
     });
   }
 
   private onEvent(line: string): void {
-    let ev: { status?: string; Action?: string; Actor?: { Attributes?: Record<string, string> }; time?: number };
+    let ev: {
+      status?: string;
+      Action?: string;
+      Actor?: { Attributes?: Record<string, string> };
+      time?: number;
+    };
     try {
       ev = JSON.parse(line);
     } catch {
@@ -335,8 +350,14 @@ export class DockerRuntime implements Runtime {
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
-        (err: Error | null) => (err ? reject(new ImageUnavailableError(`cannot pull ${ref}: ${err.message}`)) : resolve()),
-        (event: { id?: string; status?: string; error?: string; progressDetail?: { current?: number; total?: number } }) => {
+        (err: Error | null) =>
+          err ? reject(new ImageUnavailableError(`cannot pull ${ref}: ${err.message}`)) : resolve(),
+        (event: {
+          id?: string;
+          status?: string;
+          error?: string;
+          progressDetail?: { current?: number; total?: number };
+        }) => {
           if (event.error) return;
           if (!event.id || !onProgress) return;
           const layer = layers.get(event.id) ?? { current: 0, total: 0, done: false };
