@@ -1,0 +1,121 @@
+import type { NodeAgent } from "@esb/agent/node-agent";
+import type { AcquiredWorker } from "@esb/agent/pool/worker-pool";
+import { BENCH_NAMESPACE } from "./bench-environment.js";
+import { postFirstByte } from "./worker-http.js";
+
+/** Holder id of every lease the bench takes directly from the agent. */
+export const BENCH_HOLDER = "esb-bench";
+
+/** Progress line on stderr every `every` samples. */
+export function progress(label: string, i: number, n: number, every = 25): void {
+  if ((i + 1) % every === 0 || i + 1 === n) process.stderr.write(`  ${label}: ${i + 1}/${n}\n`);
+}
+
+/** Cold-started workers kept alive before they are removed together (removal is untimed, and slow one by one). */
+const COLD_BATCH = 10;
+
+/**
+ * Cold starts: `warmup + n` times, a NEW worker (acquire on a pool with no
+ * free worker → container + task + network namespace + runtime init) until
+ * the first byte of its first response. Workers are held (busy, so the next
+ * acquire must start another) and removed in batches of {@link COLD_BATCH}
+ * between samples, outside the timed part. Returns the n timed samples in ms.
+ */
+export async function measureColdStarts(
+  agent: NodeAgent,
+  name: string,
+  n: number,
+  warmup: number,
+  label: string,
+): Promise<number[]> {
+  const ref = { namespace: BENCH_NAMESPACE, name };
+  const samples: number[] = [];
+  let held: AcquiredWorker[] = [];
+  // "worker-failed" makes the pool delete the worker (awaited).
+  const removeHeld = async () => {
+    await Promise.all(held.map((w) => agent.release(w.workerId, w.leaseId, "worker-failed")));
+    held = [];
+  };
+  try {
+    for (let i = 0; i < warmup + n; i++) {
+      const t0 = performance.now();
+      const w = await agent.acquire(ref, { holderId: BENCH_HOLDER, leaseMs: 300_000 });
+      held.push(w);
+      if (w.startKind !== "cold") throw new Error(`${label}: expected a cold start, got ${w.startKind}`);
+      const { ms } = await postFirstByte(w.address, t0, { waitListening: true });
+      if (i >= warmup) {
+        samples.push(ms);
+        progress(label, i - warmup, n);
+      }
+      if (held.length >= COLD_BATCH) await removeHeld();
+    }
+  } finally {
+    await removeHeld();
+  }
+  return samples;
+}
+
+/**
+ * Thaws: one worker is kept; each sample releases it, waits until the pool
+ * has paused it (cgroup freezer), then times acquire (thaw: runtime resume)
+ * + POST on a new connection until the first response byte.
+ */
+export async function measureThaws(
+  agent: NodeAgent,
+  name: string,
+  n: number,
+  warmup: number,
+  label: string,
+): Promise<number[]> {
+  const ref = { namespace: BENCH_NAMESPACE, name };
+  const samples: number[] = [];
+  let w = await agent.acquire(ref, { holderId: BENCH_HOLDER, leaseMs: 120_000 });
+  await postFirstByte(w.address, performance.now(), { waitListening: true });
+  try {
+    for (let i = 0; i < warmup + n; i++) {
+      await agent.release(w.workerId, w.leaseId, "success");
+      await waitForState(agent, name, w.workerId, "paused", 30_000);
+      // The pool marks the worker paused before the runtime's pause call returns: wait for the runtime too.
+      await waitForRuntimePaused(agent, w.workerId, 30_000);
+      const t0 = performance.now();
+      w = await agent.acquire(ref, { holderId: BENCH_HOLDER, leaseMs: 120_000 });
+      if (w.startKind !== "thawed") throw new Error(`${label}: expected a thawed worker, got ${w.startKind}`);
+      const { ms } = await postFirstByte(w.address, t0);
+      if (i >= warmup) {
+        samples.push(ms);
+        progress(label, i - warmup, n);
+      }
+    }
+  } finally {
+    await agent.release(w.workerId, w.leaseId, "worker-failed").catch(() => undefined);
+  }
+  return samples;
+}
+
+/** Polls the agent until worker `id` of function `name` is in `state`. */
+export async function waitForState(
+  agent: NodeAgent,
+  name: string,
+  id: string,
+  state: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const w = agent.listWorkers({ namespace: BENCH_NAMESPACE, name }).find((x) => x.workerId === id);
+    if (w?.state === state) return;
+    if (Date.now() > deadline)
+      throw new Error(`worker ${id} did not become ${state} within ${timeoutMs} ms (is ${w?.state})`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Polls the runtime until the worker's task is paused (frozen). */
+export async function waitForRuntimePaused(agent: NodeAgent, id: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await agent.runtime.workerStatus(id)) !== "paused") {
+    if (Date.now() > deadline)
+      throw new Error(`worker ${id} was not paused by the runtime within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -1,0 +1,39 @@
+import { measureColdStarts } from "./agent-measurements.js";
+import { summarize } from "./bench-results.js";
+import type { BenchScenario } from "./bench-scenario.js";
+
+/**
+ * Cold start with the image already local: a new worker (container, task,
+ * network namespace, runtime init) until the first byte of its first
+ * response, for the no-op Node function (nodejs24.x) and the `provided`
+ * shell function.
+ */
+export const coldStartScenario: BenchScenario = {
+  id: "cold-start",
+  rows: ["cold-start-node", "cold-start-shell"],
+  async run({ env, results, sizes }) {
+    await env.prepareFunction({ name: "bench-cold-node", runtime: "nodejs24.x" });
+    const node = await measureColdStarts(
+      env.agent!,
+      "bench-cold-node",
+      sizes.coldStarts,
+      sizes.warmup,
+      "cold-start-node",
+    );
+    results.add(summarize("cold-start-node", "ms", node, { note: "new worker -> first byte, Node no-op" }));
+    await env.destroyFunction("bench-cold-node");
+
+    await env.prepareFunction({ name: "bench-cold-shell", runtime: "provided" });
+    const shell = await measureColdStarts(
+      env.agent!,
+      "bench-cold-shell",
+      sizes.coldStarts,
+      sizes.warmup,
+      "cold-start-shell",
+    );
+    results.add(
+      summarize("cold-start-shell", "ms", shell, { note: "new worker -> first byte, provided sh" }),
+    );
+    await env.destroyFunction("bench-cold-shell");
+  },
+};
