@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}; shift || true
-dir=""; only="containerd,registry,kube"
+dir=""; only="containerd,registry,kube,podman"
 while (($#)); do
   case $1 in
     --dir) dir=$2; shift 2 ;;
@@ -19,7 +19,7 @@ while (($#)); do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-[[ -n $cmd && -n $dir ]] || { echo "usage: $0 up|down|status --dir DIR [--only containerd,registry,kube]" >&2; exit 2; }
+[[ -n $cmd && -n $dir ]] || { echo "usage: $0 up|down|status --dir DIR [--only containerd,registry,kube,podman]" >&2; exit 2; }
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 want() { [[ ",$only," == *",$1,"* ]]; }
 log() { echo "[dev-env] $*" >&2; }
