@@ -28,6 +28,8 @@ CONF
       echo 'unqualified-search-registries = []'
       if [[ -n $registry ]]; then printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$registry"; fi
     } >"$dir/registries.conf"
+    # From its own folder: conmon drops files (e.g. "oom") into its working directory.
+    cd "$dir"
     CONTAINERS_CONF="$dir/containers.conf" CONTAINERS_REGISTRIES_CONF="$dir/registries.conf" setsid \
       podman --root "$dir/root" --runroot "$dir/runroot" system service --time 0 "unix://$dir/podman.sock" \
       >"$dir/podman.log" 2>&1 </dev/null &
