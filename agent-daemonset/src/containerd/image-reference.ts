@@ -10,6 +10,7 @@ export interface ImageReference {
   name: string;
 }
 
+// Differs on purpose from @esb/runtime's push-side parseImageReference: pulls accept Docker Hub defaults and digests.
 /**
  * Parses an image reference the way Docker does: the first path component is a
  * registry when it contains "." or ":" or is "localhost"; otherwise Docker Hub.

@@ -1,6 +1,7 @@
 import { describe, it, expect } from "@jest/globals";
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
-import { buildWorkerSpec, cpuSharesFor, parseUser } from "./oci-spec.js";
+import { cpuSharesFor } from "../runtime/worker-resources.js";
+import { buildWorkerSpec, parseUser } from "./oci-spec.js";
 
 const image: PreparedImage = {
   ref: "r/x:1",

@@ -1,4 +1,5 @@
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
+import { cpuSharesFor } from "../runtime/worker-resources.js";
 
 /** type_url containerd uses for an OCI runtime spec inside a google.protobuf.Any. */
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -48,18 +49,8 @@ export interface SpecContext {
   namespace: string;
 }
 
-/** Memory (MiB) that buys one full vCPU in AWS Lambda. */
-const MB_PER_VCPU = 1769;
 /** Open files limit in AWS Lambda. */
 const NOFILE = 1024;
-
-/**
- * CPU shares for a memory size: proportional like Lambda (1024 shares, a full
- * CPU's weight, per 1769 MiB), at least 2 (the kernel's minimum).
- */
-export function cpuSharesFor(memoryMb: number): number {
-  return Math.max(2, Math.round((1024 * memoryMb) / MB_PER_VCPU));
-}
 
 /**
  * Parses an image `User` ("uid", "uid:gid"); names cannot be resolved without

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import type { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { WORKER_LABELS, type PreparedImage } from "../runtime/runtime.js";
 import { TEST_WORKER_BODY } from "../testing/test-image.js";
-import { ContainerdTestFixture, getWorker } from "./containerd-test-fixture.js";
+import { ContainerdTestFixture, getWorker } from "../testing/containerd-test-fixture.js";
 import { ConcurrencyLimitError } from "./pool-errors.js";
 import { WorkerPool, type PoolEvent, type PoolFunctionConfig } from "./worker-pool.js";
 

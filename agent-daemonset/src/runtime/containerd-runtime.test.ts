@@ -1,6 +1,3 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import { Containers } from "@esb/common/gen/containerd/services/containers/v1/containers_pb";
@@ -9,7 +6,7 @@ import { Images } from "@esb/common/gen/containerd/services/images/v1/images_pb"
 import { Tasks } from "@esb/common/gen/containerd/services/tasks/v1/tasks_pb";
 import { Status } from "@esb/common/gen/containerd/types/task/task_pb";
 import { ContainerdConnection, isNotFound } from "../containerd/containerd-connection.js";
-import { CniNetwork } from "../network/cni-network.js";
+import { ContainerdTestFixture } from "../testing/containerd-test-fixture.js";
 import {
   buildTestImage,
   pushTestImage,
@@ -26,54 +23,28 @@ import {
   type WorkerSpec,
 } from "./runtime.js";
 
-const socketPath = process.env.ESB_TEST_CONTAINERD_SOCKET ?? "";
-const registry = process.env.ESB_TEST_REGISTRY ?? "";
-const rand = Math.floor(Math.random() * 0xffff);
-const tag = rand.toString(16);
-const bridge = `esbr${tag}`;
-const subnet = `10.${100 + (rand % 50)}.${rand % 250}.0/24`;
-const namespace = `esb-rt-${tag}`;
-const dir = mkdtempSync(join(tmpdir(), "esb-ctrd-rt-"));
+// A namespace, bridge and subnet of this run only; throws when the test environment is missing.
+const fixture = new ContainerdTestFixture();
+const { registry, dir, network } = fixture;
+const tag = fixture.id;
 
 describe("ContainerdRuntime (real containerd)", () => {
-  const network = new CniNetwork({
-    mode: "bridge",
-    bridgeName: bridge,
-    subnet,
-    stateDir: join(dir, "cni"),
-    netnsDir: join(dir, "netns"),
-  });
   let runtime: ContainerdRuntime;
   let conn: ContainerdConnection;
-  const make = () =>
-    new ContainerdRuntime({
-      socketPath,
-      namespace,
-      network,
-      stateDir: join(dir, "state"),
-      insecureRegistries: [registry],
-    });
+  const make = () => fixture.runtime();
   const workers: string[] = [];
 
   beforeAll(async () => {
-    if (!socketPath || !registry)
-      throw new Error("ESB_TEST_CONTAINERD_SOCKET and ESB_TEST_REGISTRY must be set");
     runtime = make();
     await runtime.start();
-    conn = new ContainerdConnection({ socketPath, namespace });
+    conn = new ContainerdConnection({ socketPath: fixture.socket, namespace: fixture.namespace });
   });
 
   afterAll(async () => {
     for (const id of workers) await runtime?.removeWorker(id).catch(() => undefined);
     await runtime?.close();
     conn?.close();
-    for (const id of await network.list()) await network.detach(id);
-    try {
-      execFileSync("ip", ["link", "del", bridge], { stdio: "ignore" });
-    } catch {
-      // already gone
-    }
-    rmSync(dir, { recursive: true, force: true });
+    await fixture.teardown();
   });
 
   it("reports an unreachable socket as RuntimeUnavailableError", async () => {

@@ -15,6 +15,7 @@ import {
   type WorkerSpec,
   type WorkerStatus,
 } from "./runtime.js";
+import { cpuSharesFor } from "./worker-resources.js";
 
 /** Options of {@link DockerRuntime}. */
 export interface DockerRuntimeOptions {
@@ -388,11 +389,6 @@ export class DockerRuntime implements Runtime {
     const message = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
     return new Error(`${what} failed: ${message}`);
   }
-}
-
-/** CPU shares proportional to memory, as AWS gives one vCPU per 1769 MB (1024 shares per vCPU). */
-export function cpuSharesFor(memoryMb: number): number {
-  return Math.max(2, Math.round((memoryMb / 1769) * 1024));
 }
 
 function toArray(v: string | string[] | null | undefined): string[] {

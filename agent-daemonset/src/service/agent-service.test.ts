@@ -16,7 +16,7 @@ import {
 import { AgentMetrics } from "../agent-metrics.js";
 import { AgentServer } from "../agent-server.js";
 import { NodeAgent } from "../node-agent.js";
-import { ContainerdTestFixture, getWorker } from "../pool/containerd-test-fixture.js";
+import { ContainerdTestFixture, getWorker } from "../testing/containerd-test-fixture.js";
 import type { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
 import { TEST_WORKER_BODY } from "../testing/test-image.js";

@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { buffer } from "node:stream/consumers";
 import { gzipSync } from "node:zlib";
+import { tarStream } from "@esb/runtime/image/tar-writer";
 import { MediaTypes } from "../containerd/media-types.js";
-import { writeTar } from "./tar-writer.js";
 
 /**
  * Shell script run by the test worker. `TEST_MODE` picks a behaviour:
@@ -46,16 +47,20 @@ function digestOf(b: Buffer): string {
  */
 export async function buildTestImage(format: TestImageFormat = "oci"): Promise<OciTestImage> {
   const busybox = await readFile("/bin/busybox");
-  const base = writeTar([
-    { type: "dir", path: "bin" },
-    { type: "file", path: "bin/busybox", data: busybox, mode: 0o755 },
-    { type: "symlink", path: "bin/sh", target: "busybox" },
-  ]);
-  const app = writeTar([
-    { type: "dir", path: "www" },
-    { type: "file", path: "www/index.html", data: Buffer.from(TEST_WORKER_BODY) },
-    { type: "file", path: "serve.sh", data: Buffer.from(SERVE_SCRIPT), mode: 0o755 },
-  ]);
+  const base = await buffer(
+    tarStream([
+      { type: "directory", path: "bin", mode: 0o755 },
+      { type: "file", path: "bin/busybox", content: busybox, mode: 0o755 },
+      { type: "symlink", path: "bin/sh", target: "busybox" },
+    ]),
+  );
+  const app = await buffer(
+    tarStream([
+      { type: "directory", path: "www", mode: 0o755 },
+      { type: "file", path: "www/index.html", content: Buffer.from(TEST_WORKER_BODY), mode: 0o644 },
+      { type: "file", path: "serve.sh", content: Buffer.from(SERVE_SCRIPT), mode: 0o755 },
+    ]),
+  );
   const docker = format === "docker";
   const blobs = new Map<string, Buffer>();
   const layers = [base, app].map((tar) => {

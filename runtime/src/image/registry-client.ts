@@ -225,6 +225,7 @@ export class RegistryClient {
   }
 }
 
+// Differs on purpose from the agent's pull-side parser: a push target needs an explicit registry (no Docker Hub default).
 /** Parses `registry/repository[:tag]` (the registry part is required; tag defaults to `latest`). */
 export function parseImageReference(ref: string): ImageReference {
   const slash = ref.indexOf("/");

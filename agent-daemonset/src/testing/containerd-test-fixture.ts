@@ -5,14 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CniNetwork } from "../network/cni-network.js";
 import { ContainerdRuntime } from "../runtime/containerd-runtime.js";
-import { buildTestImage, pushTestImage } from "../testing/test-image.js";
+import { buildTestImage, pushTestImage } from "./test-image.js";
 
 /**
- * For tests of the pool, node agent and service: the REAL ContainerdRuntime on
- * the test containerd (ESB_TEST_CONTAINERD_SOCKET), in a containerd namespace,
- * CNI bridge and subnet unique to this fixture, with the test worker image
- * pushed to the test registry (ESB_TEST_REGISTRY). Throws when either is missing,
- * so such tests fail instead of silently skipping.
+ * For tests of the containerd runtime, pool, node agent and service: the REAL
+ * ContainerdRuntime on the test containerd (ESB_TEST_CONTAINERD_SOCKET), in a
+ * containerd namespace, CNI bridge and subnet unique to this fixture, with the
+ * test worker image pushed to the test registry (ESB_TEST_REGISTRY). Throws when
+ * either is missing, so such tests fail instead of silently skipping.
  */
 export class ContainerdTestFixture {
   readonly id = randomBytes(3).toString("hex");
