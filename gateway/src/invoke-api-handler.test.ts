@@ -317,6 +317,40 @@ describe("warm hold", () => {
   });
 });
 
+describe("warm hold under load", () => {
+  it("serves a caller waiting on a slow cold start with a worker released meanwhile", async () => {
+    const h = new GatewayTestHarness();
+    await h.start(testFunctionManifest("echo"), { GATEWAY_WARM_HOLD_MS: "60000" });
+    const client = new LambdaClient({
+      endpoint: h.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "x", secretAccessKey: "x" },
+      maxAttempts: 1,
+    });
+    try {
+      // A's worker is busy for 300 ms; B arrives meanwhile and its cold start takes 3 s.
+      const first = client.send(
+        new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 1, sleepMs: 300 }) }),
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      h.agent.coldStartDelayMs = 3000;
+      const second = client.send(new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 2 }) }));
+      const a = json((await first).Payload);
+      const b = json((await second).Payload);
+      // B got A's worker as soon as A was done, not the worker still booting.
+      expect(b.worker).toBe(a.worker);
+      expect(h.agent.acquireCalls).toBe(2);
+      // The second cold start's worker is kept by the gateway, and released at stop.
+      await new Promise((r) => setTimeout(r, 3200));
+      await h.gateway.stop();
+      expect(h.agent.releases.length).toBe(2);
+    } finally {
+      client.destroy();
+      await h.agent.close();
+    }
+  });
+});
+
 describe("health and metrics endpoints", () => {
   it("serves /healthz, /readyz and /metrics", async () => {
     expect((await fetch(`${harness.endpoint}/healthz`)).status).toBe(200);

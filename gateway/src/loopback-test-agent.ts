@@ -37,6 +37,8 @@ export class LoopbackTestAgent {
   /** Number of AcquireWorker and Heartbeat calls received. */
   acquireCalls = 0;
   heartbeatCalls = 0;
+  /** How long a cold start takes (a real one boots a container and a runtime). */
+  coldStartDelayMs = 0;
   url = "";
 
   constructor(readonly nodeName = "test-node") {
@@ -60,6 +62,7 @@ export class LoopbackTestAgent {
                 Code.ResourceExhausted,
               );
             }
+            if (this.coldStartDelayMs > 0) await new Promise((r) => setTimeout(r, this.coldStartDelayMs));
             const server = new TestWorkerServer(req.function?.name ?? "unknown");
             const address = await server.listen();
             worker = { id: randomUUID(), functionKey: key, address, server, state: "idle", leaseId: "" };

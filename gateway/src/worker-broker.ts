@@ -38,7 +38,8 @@ const START_KIND: Record<number, StartKindLabel> = {
  * delaying the caller, and the leases are kept alive by the pool's heartbeats.
  * With a warm hold (`warmHoldMs` > 0) a healthy worker stays with the gateway
  * for that long after its invocation and the next call of the same function
- * reuses it with no round trip at all.
+ * reuses it with no round trip at all; a caller still waiting on an agent gets
+ * a worker released meanwhile at once.
  *
  * When every agent refuses: RESOURCE_EXHAUSTED → TooManyRequestsException
  * (ReservedFunctionConcurrentInvocationLimitExceeded); NOT_FOUND or
@@ -49,6 +50,8 @@ const START_KIND: Record<number, StartKindLabel> = {
 export class WorkerBroker {
   /** Healthy workers kept after their invocation (warm hold), by `namespace/name`, most recent last. */
   private readonly held = new Map<string, { lease: WorkerLease; timer: NodeJS.Timeout }[]>();
+  /** Callers waiting on an agent for a worker of `namespace/name`, oldest first (see {@link acquire}). */
+  private readonly waiting = new Map<string, ((lease: WorkerLease) => boolean)[]>();
   /** ReleaseWorker calls on their way, awaited at shutdown so that no worker is left leased. */
   private readonly releasing = new Set<Promise<void>>();
 
@@ -74,6 +77,53 @@ export class WorkerBroker {
       clearTimeout(kept.timer);
       return { ...kept.lease, startKind: "warm" };
     }
+    if (this.warmHoldMs <= 0) return this.acquireFromAgents(fn, key);
+    // While the agent is asked (possibly a cold start of a second or more), a
+    // worker this gateway releases meanwhile serves this caller instead: under
+    // load the pool then grows to the concurrency, not beyond it.
+    // Whichever comes first serves this caller; `settled` is set synchronously so a
+    // worker can never be handed to a caller that has already been served.
+    let settled = false;
+    let resolveHandOff!: (lease: WorkerLease) => void;
+    const handedOff = new Promise<WorkerLease>((resolve) => (resolveHandOff = resolve));
+    const waiter = (lease: WorkerLease): boolean => {
+      if (settled) return false;
+      settled = true;
+      resolveHandOff(lease);
+      return true;
+    };
+    const queue = this.waiting.get(key) ?? [];
+    queue.push(waiter);
+    this.waiting.set(key, queue);
+    const fromAgent = this.acquireFromAgents(fn, key).then(
+      (lease) => {
+        if (!settled) {
+          settled = true;
+          return lease;
+        }
+        // Served by a hand-off already: the agent's worker is held for the next caller.
+        this.release(lease, InvocationOutcome.SUCCESS);
+        return handedOff;
+      },
+      (err: unknown) => {
+        if (!settled) {
+          settled = true;
+          throw err;
+        }
+        return handedOff;
+      },
+    );
+    try {
+      return await Promise.race([fromAgent, handedOff]);
+    } finally {
+      const q = this.waiting.get(key);
+      const i = q?.indexOf(waiter) ?? -1;
+      if (q && i >= 0) q.splice(i, 1);
+      if (q && q.length === 0) this.waiting.delete(key);
+    }
+  }
+
+  private async acquireFromAgents(fn: FunctionKey, key: string): Promise<WorkerLease> {
     const all = this.agents.list();
     if (all.length === 0) {
       throw new LambdaApiError(
@@ -158,6 +208,10 @@ export class WorkerBroker {
     const healthy = outcome === InvocationOutcome.SUCCESS || outcome === InvocationOutcome.FUNCTION_ERROR;
     if (this.warmHoldMs > 0 && healthy && this.agents.list().includes(lease.agent)) {
       const key = lease.functionKey;
+      const waiters = this.waiting.get(key);
+      while (waiters && waiters.length > 0) {
+        if (waiters.shift()!({ ...lease, startKind: "warm" })) return;
+      }
       const list = this.held.get(key) ?? [];
       const entry = {
         lease,
