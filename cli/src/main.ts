@@ -86,7 +86,8 @@ export function buildProgram(): Command {
             `  ${f.ready ? "ready " : "FAILED"} ${f.name}${f.ready ? "" : `: ${f.reason} ${f.message}`}`,
           );
         }
-        for (const [file, errors] of invalid) progress(`  invalid manifest ${file}: ${errors.join("; ")}`);
+        // Each message already names its file.
+        for (const errors of invalid.values()) progress(`  invalid manifest skipped: ${errors.join("; ")}`);
         const example = functions.find((f) => f.ready)?.name ?? "<name>";
         progress(
           `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,

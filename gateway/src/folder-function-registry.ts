@@ -2,12 +2,7 @@ import { watch, type FSWatcher } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import {
-  LAMBDA_FUNCTION_API_VERSION,
-  LAMBDA_FUNCTION_KIND,
-  type LambdaFunction,
-  type Logger,
-} from "@esb/common";
+import { LAMBDA_FUNCTION_KIND, validateLambdaFunction, type LambdaFunction, type Logger } from "@esb/common";
 import { FunctionCatalog } from "./function-catalog.js";
 
 /**
@@ -82,18 +77,17 @@ export class FolderFunctionRegistry extends FunctionCatalog {
         }
         const value = doc.toJS() as Partial<LambdaFunction> | null;
         if (!value || value.kind !== LAMBDA_FUNCTION_KIND) continue;
-        if (
-          value.apiVersion !== LAMBDA_FUNCTION_API_VERSION ||
-          typeof value.metadata?.name !== "string" ||
-          typeof value.spec !== "object"
-        ) {
+        // The same rules as the CRD (and the controller's folder source): an invalid
+        // manifest is not a function, as kubectl apply would have refused it.
+        const checked = validateLambdaFunction(value, this.defaultNamespace);
+        if (!checked.ok) {
           this.logger.warn(
-            { file, name: value.metadata?.name },
-            "skipping a LambdaFunction without apiVersion esb.dev/v1alpha1, metadata.name and spec",
+            { file, name: value.metadata?.name, errors: checked.errors },
+            "skipping an invalid LambdaFunction",
           );
           continue;
         }
-        functions.push(value as LambdaFunction);
+        functions.push(checked.fn);
       }
     }
     this.replaceAll(functions, this.defaultNamespace);

@@ -53,23 +53,20 @@ export class E2eStack {
     this.socket = socket;
   }
 
-  /** Writes the manifests and starts agent, controller and gateway; resolves when every function is Ready. */
-  async start(functions: E2eFunction[], readyTimeoutMs = 600_000): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), "esb-e2e-"));
-    this.functionsDir = join(this.dir, "functions");
-    await run("mkdir", ["-p", this.functionsDir]);
-    const docs = functions.map((f) =>
-      stringify({
-        apiVersion: "esb.dev/v1alpha1",
-        kind: "LambdaFunction",
-        metadata: { name: f.name },
-        spec: f.spec,
-      }),
-    );
-    await writeFile(join(this.functionsDir, "functions.yaml"), docs.join("---\n"));
+  /** Log level of the in-process components (`ESB_LOG_LEVEL`, default warn). */
+  logLevel(): string {
     const level = process.env.ESB_LOG_LEVEL ?? "warn";
     process.env.ESB_LOG_LEVEL = level;
+    return level;
+  }
 
+  /**
+   * Creates the stack's temp folder and starts only the agent (`agentUrl` is
+   * set); for harnesses that wire controller and gateway themselves.
+   */
+  async startAgent(): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), "esb-e2e-"));
+    this.logLevel();
     this.agent = await startAgent({
       runtime: "containerd",
       containerdSocket: this.socket,
@@ -92,6 +89,23 @@ export class E2eStack {
       memoryCapacityMb: 8192,
     });
     this.agentUrl = `http://127.0.0.1:${this.agent.port}`;
+  }
+
+  /** Writes the manifests and starts agent, controller and gateway; resolves when every function is Ready. */
+  async start(functions: E2eFunction[], readyTimeoutMs = 600_000): Promise<void> {
+    await this.startAgent();
+    this.functionsDir = join(this.dir, "functions");
+    await run("mkdir", ["-p", this.functionsDir]);
+    const docs = functions.map((f) =>
+      stringify({
+        apiVersion: "esb.dev/v1alpha1",
+        kind: "LambdaFunction",
+        metadata: { name: f.name },
+        spec: f.spec,
+      }),
+    );
+    await writeFile(join(this.functionsDir, "functions.yaml"), docs.join("---\n"));
+    const level = this.logLevel();
 
     const logger = createLogger("e2e", { level });
     const config = loadGatewayConfig({
