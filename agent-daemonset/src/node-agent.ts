@@ -54,10 +54,29 @@ export class TemplateImageResolver implements FunctionImageResolver {
  * runtime that can import layouts (containerd).
  */
 export class LocalBuildImageResolver implements FunctionImageResolver {
+  /**
+   * One preparation per runtime and container engine for the life of the agent: finding the
+   * cached image fingerprints the Node binary (~100 MB), which every function of that runtime
+   * would otherwise repeat. A failed preparation is not kept.
+   */
+  private readonly prepared = new Map<string, Promise<PreparedImage>>();
+
   /** @param cacheDir image cache folder (default: the store's default). */
   constructor(private readonly cacheDir?: string) {}
+
   /** Builds (or reuses) the runtime image and imports it as `esb.local/runtime:<runtime>-<fingerprint>`. */
-  async prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
+  prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
+    const key = `${rt.name}/${runtime}`;
+    let image = this.prepared.get(key);
+    if (!image) {
+      image = this.build(runtime, rt);
+      this.prepared.set(key, image);
+      image.catch(() => this.prepared.delete(key));
+    }
+    return image;
+  }
+
+  private async build(runtime: string, rt: Runtime): Promise<PreparedImage> {
     const { RuntimeImageStore } = await import("@esb/runtime/image/runtime-image-store");
     const { RUNTIMES } = await import("@esb/runtime/image/runtime-image-builder");
     // provided.al2023 is the same custom runtime (a bootstrap on a minimal OS): one image serves both.
