@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { totalmem } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, normalize, isAbsolute } from "node:path";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import { createLogger, type Logger } from "@esb/common";
@@ -12,6 +12,7 @@ import {
 } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { WorkerNetwork } from "./network/worker-network.js";
 import { FunctionNotFoundError, InvalidFunctionSpecError, WorkerNotFoundError } from "./pool/pool-errors.js";
+import { StartLimiter } from "./pool/start-limiter.js";
 import {
   WorkerPool,
   type AcquiredWorker,
@@ -117,6 +118,8 @@ export interface NodeAgentOptions {
   region?: string;
   /** Memory the node offers to workers. Default: the machine's total memory. */
   memoryCapacityMb?: number;
+  /** Most workers starting at once on this node (default: the CPU count, at least 2). */
+  maxConcurrentStarts?: number;
   /** Base images of managed runtimes; required to prepare `runtime` + `handler` functions. */
   imageResolver?: FunctionImageResolver;
   /** Lease length added to the function timeout when an acquirer asks for none. */
@@ -203,6 +206,8 @@ export class NodeAgent {
   readonly runtime: Runtime;
   /** What the pools use: the runtime, with pause retries. */
   private readonly poolRuntime: Runtime;
+  /** One for the node: worker starts compete for the same CPUs whatever their function. */
+  private readonly startLimiter: StartLimiter;
   private readonly network?: WorkerNetwork;
   private readonly stateDir: string;
   private readonly region: string;
@@ -221,6 +226,7 @@ export class NodeAgent {
     this.nodeName = opts.nodeName;
     this.runtime = opts.runtime;
     this.poolRuntime = withPauseRetries(opts.runtime);
+    this.startLimiter = new StartLimiter(opts.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
     this.network = opts.network;
     this.stateDir = opts.stateDir;
     this.region = opts.region ?? "us-east-1";
@@ -352,6 +358,7 @@ export class NodeAgent {
       config: this.poolConfig(rec),
       logger: this.log,
       onEvent: this.onPoolEvent,
+      startLimiter: this.startLimiter,
     });
     this.functions.set(key, rec);
     await this.persist(rec);

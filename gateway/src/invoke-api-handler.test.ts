@@ -351,6 +351,45 @@ describe("warm hold under load", () => {
   });
 });
 
+describe("warm hold under a burst", () => {
+  it("does not ask the agent for a worker per request while cold starts are slow", async () => {
+    const h = new GatewayTestHarness();
+    await h.start(testFunctionManifest("echo"), { GATEWAY_WARM_HOLD_MS: "60000" });
+    const client = new LambdaClient({
+      endpoint: h.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "x", secretAccessKey: "x" },
+      maxAttempts: 1,
+    });
+    try {
+      await client.send(new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 0 }) }));
+      expect(h.agent.acquireCalls).toBe(1);
+      // From now on a cold start takes 1.5 s; three callers each make 10 short calls.
+      h.agent.coldStartDelayMs = 1500;
+      const caller = async (c: number) => {
+        for (let i = 0; i < 10; i++) {
+          const out = json(
+            (
+              await client.send(
+                new InvokeCommand({ FunctionName: "echo", Payload: payload({ c, i, sleepMs: 20 }) }),
+              )
+            ).Payload,
+          );
+          expect(out.event).toEqual({ c, i, sleepMs: 20 });
+        }
+      };
+      await Promise.all([caller(1), caller(2), caller(3)]);
+      // One worker per concurrent caller at most: 1 + the 2 callers that found it busy.
+      expect(h.agent.acquireCalls).toBeLessThanOrEqual(3);
+    } finally {
+      await new Promise((r) => setTimeout(r, 1600));
+      await h.gateway.stop();
+      client.destroy();
+      await h.agent.close();
+    }
+  });
+});
+
 describe("health and metrics endpoints", () => {
   it("serves /healthz, /readyz and /metrics", async () => {
     expect((await fetch(`${harness.endpoint}/healthz`)).status).toBe(200);

@@ -50,8 +50,8 @@ const START_KIND: Record<number, StartKindLabel> = {
 export class WorkerBroker {
   /** Healthy workers kept after their invocation (warm hold), by `namespace/name`, most recent last. */
   private readonly held = new Map<string, { lease: WorkerLease; timer: NodeJS.Timeout }[]>();
-  /** Callers waiting on an agent for a worker of `namespace/name`, oldest first (see {@link acquire}). */
-  private readonly waiting = new Map<string, ((lease: WorkerLease) => boolean)[]>();
+  /** Callers waiting for a worker, and agent acquires in flight, by `namespace/name` (see {@link acquire}). */
+  private readonly demand = new Map<string, FunctionDemand>();
   /** ReleaseWorker calls on their way, awaited at shutdown so that no worker is left leased. */
   private readonly releasing = new Set<Promise<void>>();
 
@@ -78,30 +78,58 @@ export class WorkerBroker {
       return { ...kept.lease, startKind: "warm" };
     }
     if (this.warmHoldMs <= 0) return this.acquireFromAgents(fn, key);
-    // While the agent is asked (possibly a cold start of a second or more), a
-    // worker this gateway releases meanwhile serves this caller instead: under
-    // load the pool then grows to the concurrency, not beyond it.
-    // Whichever comes first serves this caller; `settled` is set synchronously so a
-    // worker can never be handed to a caller that has already been served.
+    const demand = this.demandOf(key);
+    // An agent acquire already on its way whose caller was served meanwhile
+    // ("spare") will bring a worker: wait for it instead of asking for one more,
+    // so that a burst during slow cold starts does not start a worker per request.
+    if (demand.spare > demand.passive) {
+      demand.passive++;
+      const lease = await new Promise<WorkerLease | null>((resolve) =>
+        demand.waiters.push((l) => {
+          resolve(l);
+          return true;
+        }),
+      );
+      demand.passive--;
+      if (lease) {
+        this.forgetDemand(key, demand);
+        return lease;
+      }
+      // The spare acquire failed: ask the agent ourselves.
+    }
+    return this.acquireRacingReleases(fn, key, demand);
+  }
+
+  /**
+   * Asks the agents for a worker (possibly a cold start of a second or more);
+   * meanwhile a worker this gateway releases serves this caller instead. The
+   * first of the two serves the caller; the other becomes a held worker.
+   */
+  private async acquireRacingReleases(
+    fn: FunctionKey,
+    key: string,
+    demand: FunctionDemand,
+  ): Promise<WorkerLease> {
+    // `settled` is set synchronously so a worker is never handed to a caller already served.
     let settled = false;
     let resolveHandOff!: (lease: WorkerLease) => void;
     const handedOff = new Promise<WorkerLease>((resolve) => (resolveHandOff = resolve));
-    const waiter = (lease: WorkerLease): boolean => {
-      if (settled) return false;
+    const waiter = (lease: WorkerLease | null): boolean => {
+      if (settled || !lease) return false;
       settled = true;
+      demand.spare++;
       resolveHandOff(lease);
       return true;
     };
-    const queue = this.waiting.get(key) ?? [];
-    queue.push(waiter);
-    this.waiting.set(key, queue);
+    demand.waiters.push(waiter);
     const fromAgent = this.acquireFromAgents(fn, key).then(
       (lease) => {
         if (!settled) {
           settled = true;
           return lease;
         }
-        // Served by a hand-off already: the agent's worker is held for the next caller.
+        demand.spare--;
+        // Served by a hand-off already: the agent's worker goes to the next waiter or is held.
         this.release(lease, InvocationOutcome.SUCCESS);
         return handedOff;
       },
@@ -110,16 +138,43 @@ export class WorkerBroker {
           settled = true;
           throw err;
         }
+        demand.spare--;
+        // A caller counting on this spare acquire must now ask by itself.
+        this.wakePassiveWaiter(demand);
         return handedOff;
       },
     );
     try {
       return await Promise.race([fromAgent, handedOff]);
     } finally {
-      const q = this.waiting.get(key);
-      const i = q?.indexOf(waiter) ?? -1;
-      if (q && i >= 0) q.splice(i, 1);
-      if (q && q.length === 0) this.waiting.delete(key);
+      const i = demand.waiters.indexOf(waiter);
+      if (i >= 0) demand.waiters.splice(i, 1);
+      this.forgetDemand(key, demand);
+    }
+  }
+
+  private demandOf(key: string): FunctionDemand {
+    let d = this.demand.get(key);
+    if (!d) {
+      d = { waiters: [], spare: 0, passive: 0 };
+      this.demand.set(key, d);
+    }
+    return d;
+  }
+
+  private forgetDemand(key: string, d: FunctionDemand): void {
+    if (d.waiters.length === 0 && d.spare === 0 && d.passive === 0) this.demand.delete(key);
+  }
+
+  /** Tells the oldest caller waiting only on a spare acquire to ask the agents itself. */
+  private wakePassiveWaiter(d: FunctionDemand): void {
+    for (let i = 0; i < d.waiters.length; i++) {
+      // Passive waiters accept null; racing ones refuse it and stay.
+      const w = d.waiters[i];
+      if (w(null)) {
+        d.waiters.splice(i, 1);
+        return;
+      }
     }
   }
 
@@ -208,7 +263,7 @@ export class WorkerBroker {
     const healthy = outcome === InvocationOutcome.SUCCESS || outcome === InvocationOutcome.FUNCTION_ERROR;
     if (this.warmHoldMs > 0 && healthy && this.agents.list().includes(lease.agent)) {
       const key = lease.functionKey;
-      const waiters = this.waiting.get(key);
+      const waiters = this.demand.get(key)?.waiters;
       while (waiters && waiters.length > 0) {
         if (waiters.shift()!({ ...lease, startKind: "warm" })) return;
       }
@@ -259,6 +314,20 @@ export class WorkerBroker {
     this.releasing.add(done);
     return done;
   }
+}
+
+/** Who is waiting for workers of one function at this gateway. */
+interface FunctionDemand {
+  /**
+   * Oldest first. A waiter takes a released worker and returns true, or returns
+   * false when it no longer needs one. Passive waiters (counting on a spare
+   * acquire) also accept null: "ask the agents yourself".
+   */
+  waiters: ((lease: WorkerLease | null) => boolean)[];
+  /** Agent acquires in flight whose caller was already served by a released worker. */
+  spare: number;
+  /** Callers waiting only for a spare acquire's worker (or a release). */
+  passive: number;
 }
 
 /** Lower is better: warm workers first, then paused ones, then the least busy node. */

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createLogger, type Logger } from "@esb/common";
 import type { ListedWorker, Runtime, WorkerHandle, WorkerSpec } from "../runtime/runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
+import type { StartLimiter } from "./start-limiter.js";
 import { waitForWorkerPort } from "./worker-readiness.js";
 import {
   ConcurrencyLimitError,
@@ -116,6 +117,8 @@ export interface WorkerPoolOptions {
   waitReady?: (handle: WorkerHandle, stillStarting: () => boolean) => Promise<void>;
   /** How long a new worker may take to listen on its invoke port (default 15 s). */
   readyTimeoutMs?: number;
+  /** Shared by the node's pools: bounds concurrent starts (container start + readiness). */
+  startLimiter?: StartLimiter;
 }
 
 /** Parameters of {@link WorkerPool.acquire}. */
@@ -188,6 +191,7 @@ export class WorkerPool {
   private provisionTimer?: NodeJS.Timeout;
 
   private readonly waitReady: (handle: WorkerHandle, stillStarting: () => boolean) => Promise<void>;
+  private readonly startLimiter: StartLimiter | undefined;
 
   constructor(opts: WorkerPoolOptions) {
     this.functionKey = opts.functionKey;
@@ -200,6 +204,7 @@ export class WorkerPool {
       .replace(/[^a-z0-9]+/g, "-")
       .slice(0, 48);
     this.newWorkerId = opts.newWorkerId ?? (() => `${slug}-${randomBytes(4).toString("hex")}`);
+    this.startLimiter = opts.startLimiter;
     const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
     this.waitReady =
       opts.waitReady ??
@@ -547,12 +552,18 @@ export class WorkerPool {
     return this.handOut(w, "cold", started);
   }
 
-  /** Starts the worker's container, then waits until its invoke port listens. */
-  private async startReady(w: PoolWorker, spec: WorkerSpec): Promise<WorkerHandle> {
-    const handle = await this.runtime.startWorker(spec);
-    w.handle = handle;
-    await this.waitReady(handle, () => w.state === "starting");
-    return handle;
+  /**
+   * Starts the worker's container, then waits until its invoke port listens; with a
+   * start limiter, only once a slot is free (the readiness deadline counts from then).
+   */
+  private startReady(w: PoolWorker, spec: WorkerSpec): Promise<WorkerHandle> {
+    const start = async () => {
+      const handle = await this.runtime.startWorker(spec);
+      w.handle = handle;
+      await this.waitReady(handle, () => w.state === "starting");
+      return handle;
+    };
+    return this.startLimiter ? this.startLimiter.run(start) : start();
   }
 
   private handOut(w: PoolWorker, kind: StartKind, started: number): AcquiredWorker {
