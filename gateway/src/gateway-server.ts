@@ -105,11 +105,21 @@ export class GatewayServer {
   }
 
   /** Stops listening, drops queued events and closes all connections. */
-  async stop(): Promise<void> {
+  /**
+   * Stops accepting requests, lets invocations in progress finish (at most
+   * `graceMs`, then their connections are cut), gives every worker back to its
+   * agent, and closes the agent connections and the registry.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
     this.eventQueue.close();
     await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
+      const force = setTimeout(() => this.server.closeAllConnections(), graceMs);
+      force.unref();
+      this.server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
+      this.server.closeIdleConnections();
     });
     await this.broker.releaseHeld();
     await this.agents.stop();

@@ -390,6 +390,34 @@ describe("warm hold under a burst", () => {
   });
 });
 
+describe("stopping the gateway", () => {
+  it("lets an invocation in progress finish and gives its worker back", async () => {
+    const h = new GatewayTestHarness();
+    await h.start(testFunctionManifest("echo"));
+    const client = new LambdaClient({
+      endpoint: h.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "x", secretAccessKey: "x" },
+      maxAttempts: 1,
+    });
+    try {
+      const running = client.send(
+        new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 1, sleepMs: 500 }) }),
+      );
+      await new Promise((r) => setTimeout(r, 150));
+      const stopped = h.gateway.stop();
+      const out = await running;
+      expect(out.FunctionError).toBeUndefined();
+      expect(json(out.Payload).event).toEqual({ n: 1, sleepMs: 500 });
+      await stopped;
+      expect(h.agent.releases.map((r) => r.outcome)).toEqual([InvocationOutcome.SUCCESS]);
+    } finally {
+      client.destroy();
+      await h.agent.close();
+    }
+  });
+});
+
 describe("health and metrics endpoints", () => {
   it("serves /healthz, /readyz and /metrics", async () => {
     expect((await fetch(`${harness.endpoint}/healthz`)).status).toBe(200);
