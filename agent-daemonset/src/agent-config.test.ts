@@ -24,6 +24,7 @@ describe("loadAgentConfig", () => {
       CNI_MODE: "cluster",
       INSECURE_REGISTRIES: "localhost:5000, reg.local",
       AGENT_MEMORY_MB: "2048",
+      AGENT_MAX_CONCURRENT_STARTS: "3",
       RUNTIME_IMAGE: "localhost:5000/esb/runtime:{runtime}",
     });
     expect(c).toMatchObject({
@@ -32,6 +33,7 @@ describe("loadAgentConfig", () => {
       cniMode: "cluster",
       insecureRegistries: ["localhost:5000", "reg.local"],
       memoryCapacityMb: 2048,
+      maxConcurrentStarts: 3,
       runtimeImage: "localhost:5000/esb/runtime:{runtime}",
     });
   });
@@ -42,6 +44,9 @@ describe("loadAgentConfig", () => {
     );
     expect(() => loadAgentConfig({ AGENT_PORT: "70000" })).toThrow(AgentConfigError);
     expect(() => loadAgentConfig({ CNI_SUBNET: "10.88.0.0" })).toThrow(/CNI_SUBNET/);
+    expect(() => loadAgentConfig({ AGENT_MAX_CONCURRENT_STARTS: "0" })).toThrow(
+      'AGENT_MAX_CONCURRENT_STARTS="0" must be a whole number, at least 1',
+    );
     expect(() => loadAgentConfig({ CNI_BRIDGE: "a-bridge-name-too-long" })).toThrow(/CNI_BRIDGE/);
     expect(() => loadAgentConfig({ RUNTIME_IMAGE: "x:latest" })).toThrow(/\{runtime\}/);
     expect(() => loadAgentConfig({ AGENT_MEMORY_MB: "12" })).toThrow(/AGENT_MEMORY_MB/);

@@ -28,6 +28,8 @@ export interface AgentConfig {
   region: string;
   /** Memory offered to workers (MiB); undefined = the machine's memory. */
   memoryCapacityMb?: number;
+  /** Most workers starting at once; undefined = the CPU count (at least 2). */
+  maxConcurrentStarts?: number;
   /** Managed-runtime image template (`…:{runtime}`); undefined = build runtime images locally. */
   runtimeImage?: string;
 }
@@ -57,6 +59,7 @@ export const AGENT_ENV_HELP: [string, string][] = [
   ["INSECURE_REGISTRIES", "comma-separated host:port reached over plain HTTP"],
   ["AWS_REGION", "region seen by functions (default us-east-1)"],
   ["AGENT_MEMORY_MB", "memory offered to workers in MiB (default: all of the machine's)"],
+  ["AGENT_MAX_CONCURRENT_STARTS", "most workers starting at once (default: the CPU count, at least 2)"],
   [
     "RUNTIME_IMAGE",
     "managed-runtime image template, e.g. registry:5000/esb/runtime:{runtime} (default: build locally)",
@@ -96,6 +99,15 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
   const nodeName = env.NODE_NAME || hostname();
   if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(nodeName)) {
     throw new AgentConfigError(`NODE_NAME="${nodeName}" is not a valid node name`);
+  }
+  let maxConcurrentStarts: number | undefined;
+  if (env.AGENT_MAX_CONCURRENT_STARTS) {
+    maxConcurrentStarts = Number(env.AGENT_MAX_CONCURRENT_STARTS);
+    if (!Number.isInteger(maxConcurrentStarts) || maxConcurrentStarts < 1) {
+      throw new AgentConfigError(
+        `AGENT_MAX_CONCURRENT_STARTS="${env.AGENT_MAX_CONCURRENT_STARTS}" must be a whole number, at least 1`,
+      );
+    }
   }
   let memoryCapacityMb: number | undefined;
   if (env.AGENT_MEMORY_MB) {
@@ -140,6 +152,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     insecureRegistries,
     region: env.AWS_REGION || "us-east-1",
     memoryCapacityMb,
+    maxConcurrentStarts,
     runtimeImage: env.RUNTIME_IMAGE || undefined,
   };
 }

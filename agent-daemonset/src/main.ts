@@ -56,6 +56,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     stateDir: config.stateDir,
     region: config.region,
     memoryCapacityMb: config.memoryCapacityMb,
+    maxConcurrentStarts: config.maxConcurrentStarts,
     imageResolver: config.runtimeImage
       ? new TemplateImageResolver(config.runtimeImage)
       : new LocalBuildImageResolver(),
