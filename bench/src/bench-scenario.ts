@@ -9,7 +9,7 @@ export interface BenchSizes {
   thaws: number;
   /** Warm invocations per path. */
   warm: number;
-  /** Container-per-request invocations (each ~1 s). */
+  /** Container-per-request invocations (each ~0.7 s). */
   perRequest: number;
   /** Seconds per throughput run. */
   throughputS: number;
@@ -21,12 +21,12 @@ export interface BenchSizes {
   warmup: number;
 }
 
-/** Full run: n ≥ 100 for every latency figure except per-request. */
+/** Full run: n ≥ 100 for every latency figure. */
 export const FULL_SIZES: BenchSizes = {
   coldStarts: 100,
   thaws: 100,
   warm: 1000,
-  perRequest: 20,
+  perRequest: 100,
   throughputS: 10,
   densityWorkers: 50,
   idleCpuS: 10,
