@@ -19,6 +19,22 @@ const text = (p: Uint8Array | undefined) => Buffer.from(p ?? new Uint8Array()).t
 const json = (p: Uint8Array | undefined) => JSON.parse(text(p)) as Record<string, unknown>;
 const payload = (v: unknown) => Buffer.from(JSON.stringify(v));
 
+/** An AWS SDK client for a gateway, without retries: each test asserts what one call gets. */
+const sdkClient = (endpoint: string) =>
+  new LambdaClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "x", secretAccessKey: "x" },
+    maxAttempts: 1,
+  });
+
+/** A gateway of the test's own (configured by `env`) serving `echo`, with an SDK client for it. */
+async function ownGateway(env: Record<string, string> = {}) {
+  const h = new GatewayTestHarness();
+  await h.start(testFunctionManifest("echo"), env);
+  return { h, client: sdkClient(h.endpoint) };
+}
+
 beforeAll(async () => {
   await harness.start(
     [
@@ -28,12 +44,7 @@ beforeAll(async () => {
     ].join("\n---\n"),
   );
   harness.agent.setConcurrencyLimit("default/limited", 1);
-  lambda = new LambdaClient({
-    endpoint: harness.endpoint,
-    region: "us-east-1",
-    credentials: { accessKeyId: "x", secretAccessKey: "x" },
-    maxAttempts: 1,
-  });
+  lambda = sdkClient(harness.endpoint);
 });
 
 afterAll(async () => {
@@ -265,15 +276,8 @@ describe("Invoke API with the AWS SDK", () => {
   });
 
   it("an unreachable agent is ServiceException saying so", async () => {
-    const h = new GatewayTestHarness();
-    await h.start(testFunctionManifest("echo"));
+    const { h, client } = await ownGateway();
     await h.agent.close();
-    const client = new LambdaClient({
-      endpoint: h.endpoint,
-      region: "us-east-1",
-      credentials: { accessKeyId: "x", secretAccessKey: "x" },
-      maxAttempts: 1,
-    });
     try {
       const err = await client
         .send(new InvokeCommand({ FunctionName: "echo", Payload: payload({}) }))
@@ -290,14 +294,7 @@ describe("Invoke API with the AWS SDK", () => {
 
 describe("warm hold", () => {
   it("reuses a held worker without asking the agent, and releases it at stop", async () => {
-    const h = new GatewayTestHarness();
-    await h.start(testFunctionManifest("echo"), { GATEWAY_WARM_HOLD_MS: "60000" });
-    const client = new LambdaClient({
-      endpoint: h.endpoint,
-      region: "us-east-1",
-      credentials: { accessKeyId: "x", secretAccessKey: "x" },
-      maxAttempts: 1,
-    });
+    const { h, client } = await ownGateway({ GATEWAY_WARM_HOLD_MS: "60000" });
     try {
       const a = json(
         (await client.send(new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 1 }) }))).Payload,
@@ -319,14 +316,7 @@ describe("warm hold", () => {
 
 describe("warm hold under load", () => {
   it("serves a caller waiting on a slow cold start with a worker released meanwhile", async () => {
-    const h = new GatewayTestHarness();
-    await h.start(testFunctionManifest("echo"), { GATEWAY_WARM_HOLD_MS: "60000" });
-    const client = new LambdaClient({
-      endpoint: h.endpoint,
-      region: "us-east-1",
-      credentials: { accessKeyId: "x", secretAccessKey: "x" },
-      maxAttempts: 1,
-    });
+    const { h, client } = await ownGateway({ GATEWAY_WARM_HOLD_MS: "60000" });
     try {
       // A's worker is busy for 300 ms; B arrives meanwhile and its cold start takes 3 s.
       const first = client.send(
@@ -353,14 +343,7 @@ describe("warm hold under load", () => {
 
 describe("warm hold under a burst", () => {
   it("does not ask the agent for a worker per request while cold starts are slow", async () => {
-    const h = new GatewayTestHarness();
-    await h.start(testFunctionManifest("echo"), { GATEWAY_WARM_HOLD_MS: "60000" });
-    const client = new LambdaClient({
-      endpoint: h.endpoint,
-      region: "us-east-1",
-      credentials: { accessKeyId: "x", secretAccessKey: "x" },
-      maxAttempts: 1,
-    });
+    const { h, client } = await ownGateway({ GATEWAY_WARM_HOLD_MS: "60000" });
     try {
       await client.send(new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 0 }) }));
       expect(h.agent.acquireCalls).toBe(1);
@@ -392,14 +375,7 @@ describe("warm hold under a burst", () => {
 
 describe("stopping the gateway", () => {
   it("lets an invocation in progress finish and gives its worker back", async () => {
-    const h = new GatewayTestHarness();
-    await h.start(testFunctionManifest("echo"));
-    const client = new LambdaClient({
-      endpoint: h.endpoint,
-      region: "us-east-1",
-      credentials: { accessKeyId: "x", secretAccessKey: "x" },
-      maxAttempts: 1,
-    });
+    const { h, client } = await ownGateway();
     try {
       const running = client.send(
         new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 1, sleepMs: 500 }) }),
