@@ -28,6 +28,20 @@ export const RUNTIMES = ["nodejs24.x", "nodejs22.x", "provided"] as const;
 /** A runtime ESB builds an image for. */
 export type RuntimeName = (typeof RUNTIMES)[number];
 
+/** Lambda runtimes served by another runtime's image: `provided.al2023` is the same custom runtime (a `bootstrap` on a minimal OS). */
+export const RUNTIME_ALIASES: Readonly<Record<string, RuntimeName>> = { "provided.al2023": "provided" };
+
+/** The runtime whose image serves Lambda runtime `runtime` (itself or its alias target), or undefined when ESB has no image for it. */
+export function imageRuntimeOf(runtime: string): RuntimeName | undefined {
+  if ((RUNTIMES as readonly string[]).includes(runtime)) return runtime as RuntimeName;
+  return RUNTIME_ALIASES[runtime];
+}
+
+/** The name of a runtime image, in its layout (`io.containerd.image.name`) and in containerd: `esb.local/runtime/<runtime>:<tag>`. */
+export function runtimeImageName(runtime: RuntimeName, tag: string): string {
+  return `esb.local/runtime/${runtime}:${tag}`;
+}
+
 /** Bumped whenever the image layout this file produces changes, so cached images are rebuilt. */
 const BUILDER_VERSION = "1";
 
@@ -210,8 +224,8 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
 
 /**
  * Builds the runtime image `options.runtime` as an OCI layout in `outDir`
- * (tag: the first 12 hex digits of the fingerprint; containerd name
- * `esb.local/runtime/<runtime>:<tag>`). Three layers: the Lambda filesystem
+ * (tag: the first 12 hex digits of the fingerprint; name
+ * {@link runtimeImageName}). Three layers: the Lambda filesystem
  * (/var/task, /var/runtime, /opt, /tmp 1777, /etc/passwd with sbx_user1051
  * 993:990, busybox as /bin/sh and common applets), Node at /var/lang/bin/node
  * with its shared libraries, and the worker files in /var/runtime/esb (plus
@@ -240,7 +254,7 @@ export async function writeRuntimeImage(
     config: plan.config,
     history: plan.layers.map((l) => ({ created_by: l.createdBy })),
     tag,
-    imageName: `esb.local/runtime/${plan.runtime}:${tag}`,
+    imageName: runtimeImageName(plan.runtime, tag),
   });
   return { ...image, runtime: plan.runtime, fingerprint: plan.fingerprint };
 }
