@@ -38,6 +38,30 @@ describe("loadAgentConfig", () => {
     });
   });
 
+  it("takes prebuilt runtime images from RUNTIME_IMAGES_DIR, else from the image's folder when it exists", () => {
+    const only =
+      (...paths: string[]) =>
+      (p: string) =>
+        paths.includes(p);
+    expect(loadAgentConfig({ RUNTIME_IMAGES_DIR: "/srv/rt" }, only("/srv/rt")).runtimeImagesDir).toBe(
+      "/srv/rt",
+    );
+    expect(loadAgentConfig({}, only("/usr/share/esb/runtime-images")).runtimeImagesDir).toBe(
+      "/usr/share/esb/runtime-images",
+    );
+    expect(loadAgentConfig({}, only()).runtimeImagesDir).toBeUndefined();
+    // Both are kept; the template wins when the resolver is chosen.
+    expect(
+      loadAgentConfig({ RUNTIME_IMAGE: "reg:5000/rt:{runtime}" }, only("/usr/share/esb/runtime-images")),
+    ).toMatchObject({
+      runtimeImage: "reg:5000/rt:{runtime}",
+      runtimeImagesDir: "/usr/share/esb/runtime-images",
+    });
+    expect(() => loadAgentConfig({ RUNTIME_IMAGES_DIR: "/nowhere" }, only())).toThrow(
+      'RUNTIME_IMAGES_DIR="/nowhere" does not exist',
+    );
+  });
+
   it("names the bad variable", () => {
     expect(() => loadAgentConfig({ AGENT_RUNTIME: "podman" })).toThrow(
       /AGENT_RUNTIME="podman" must be one of: containerd, docker/,

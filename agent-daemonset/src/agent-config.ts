@@ -1,4 +1,6 @@
+import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { PREBUILT_RUNTIME_IMAGES_DIR } from "@esb/runtime/image/runtime-image-folder";
 
 /** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
 export interface AgentConfig {
@@ -30,8 +32,14 @@ export interface AgentConfig {
   memoryCapacityMb?: number;
   /** Most workers starting at once; undefined = the CPU count (at least 2). */
   maxConcurrentStarts?: number;
-  /** Managed-runtime image template (`…:{runtime}`); undefined = build runtime images locally. */
+  /** Managed-runtime image template (`…:{runtime}`), pulled; wins over {@link runtimeImagesDir}. */
   runtimeImage?: string;
+  /**
+   * Folder of prebuilt managed-runtime images (one OCI layout per runtime, as
+   * the agent image carries in /usr/share/esb/runtime-images), imported into
+   * containerd. Undefined (and no `runtimeImage`) = build them on this node.
+   */
+  runtimeImagesDir?: string;
 }
 
 /** Bad agent configuration; the message names the variable and what is expected. */
@@ -62,7 +70,11 @@ export const AGENT_ENV_HELP: [string, string][] = [
   ["AGENT_MAX_CONCURRENT_STARTS", "most workers starting at once (default: the CPU count, at least 2)"],
   [
     "RUNTIME_IMAGE",
-    "managed-runtime image template, e.g. registry:5000/esb/runtime:{runtime} (default: build locally)",
+    "managed-runtime image template, e.g. registry:5000/esb/runtime:{runtime}; wins over RUNTIME_IMAGES_DIR",
+  ],
+  [
+    "RUNTIME_IMAGES_DIR",
+    `prebuilt managed-runtime images, one OCI layout per runtime (default ${PREBUILT_RUNTIME_IMAGES_DIR} when it exists, as in the agent image; else they are built on this node)`,
   ],
 ];
 
@@ -84,8 +96,15 @@ function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: 
   return raw as T;
 }
 
-/** Reads and validates the agent's configuration; throws {@link AgentConfigError} naming the bad variable. */
-export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+/**
+ * Reads and validates the agent's configuration; throws {@link AgentConfigError}
+ * naming the bad variable. `exists` tells whether a path exists (for
+ * RUNTIME_IMAGES_DIR and its default).
+ */
+export function loadAgentConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  exists: (path: string) => boolean = existsSync,
+): AgentConfig {
   const subnet = env.CNI_SUBNET || "10.88.0.0/16";
   if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.test(subnet)) {
     throw new AgentConfigError(`CNI_SUBNET="${subnet}" is not an IPv4 CIDR such as 10.88.0.0/16`);
@@ -133,6 +152,14 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
   ) {
     throw new AgentConfigError(`RUNTIME_IMAGE="${env.RUNTIME_IMAGE}" must contain {runtime}`);
   }
+  let runtimeImagesDir: string | undefined;
+  if (env.RUNTIME_IMAGES_DIR) {
+    if (!exists(env.RUNTIME_IMAGES_DIR))
+      throw new AgentConfigError(`RUNTIME_IMAGES_DIR="${env.RUNTIME_IMAGES_DIR}" does not exist`);
+    runtimeImagesDir = env.RUNTIME_IMAGES_DIR;
+  } else if (exists(PREBUILT_RUNTIME_IMAGES_DIR)) {
+    runtimeImagesDir = PREBUILT_RUNTIME_IMAGES_DIR;
+  }
   return {
     runtime: oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd"),
     containerdSocket: env.CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
@@ -154,5 +181,6 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv = process.env): AgentConf
     memoryCapacityMb,
     maxConcurrentStarts,
     runtimeImage: env.RUNTIME_IMAGE || undefined,
+    runtimeImagesDir,
   };
 }

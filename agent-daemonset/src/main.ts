@@ -7,11 +7,51 @@ import { AGENT_ENV_HELP, AgentConfigError, loadAgentConfig, type AgentConfig } f
 import { AgentMetrics } from "./agent-metrics.js";
 import { AgentServer } from "./agent-server.js";
 import { CniNetwork } from "./network/cni-network.js";
-import { LocalBuildImageResolver, NodeAgent, TemplateImageResolver } from "./node-agent.js";
+import { NodeAgent } from "./node-agent.js";
+import { createRuntimeImageResolver } from "./runtime-image-resolver.js";
 import { ContainerdRuntime } from "./runtime/containerd-runtime.js";
 import { DockerRuntime } from "./runtime/docker-runtime.js";
 import type { Runtime } from "./runtime/runtime.js";
 import type { WorkerNetwork } from "./network/worker-network.js";
+
+/** A program the agent executes, looked up on PATH. */
+export interface AgentProgram {
+  /** The name on PATH. */
+  name: string;
+  /** Which code runs it, with the arguments the program must support. */
+  usedBy: string;
+}
+
+/**
+ * Every external program the agent (with the containerd runtime) executes,
+ * directly or through the CNI plugins it runs. The agent image carries each of
+ * them (runtime/src/image/component-image-builder.ts reads this list when it
+ * builds the image) and test/src/install/component-images.test.ts runs each one
+ * inside the image. `mount` is not among them: `unshare --net=FILE` bind-mounts
+ * the namespace itself. (Standalone `esb up` without prebuilt runtime images also
+ * runs `ldd` to build them, see LocalBuildImageResolver; the image does not.)
+ */
+export const AGENT_PROGRAMS: readonly AgentProgram[] = [
+  {
+    name: "unshare",
+    usedBy:
+      "network/cni-network.ts: `unshare --net=<netns file> ip link set lo up` makes a worker's network namespace",
+  },
+  { name: "ip", usedBy: "network/cni-network.ts, inside unshare: `ip link set lo up`" },
+  {
+    name: "umount",
+    usedBy: "network/cni-network.ts: `umount <netns file>` removes a worker's network namespace",
+  },
+  {
+    name: "iptables",
+    usedBy:
+      "network/cni-network.ts (`iptables -t nat -S|-D|-F|-X`) and the CNI bridge (ipMasq) and portmap plugins (`iptables --version`, `-t nat -N|-A|-C|-D|-S`)",
+  },
+  {
+    name: "mkfifo",
+    usedBy: "containerd/task-log-pipes.ts: `mkfifo -m 600 <file>` for a worker's stdout and stderr",
+  },
+];
 
 /** A started agent: its parts, the bound ports, and how to stop it. */
 export interface RunningAgent {
@@ -57,9 +97,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     region: config.region,
     memoryCapacityMb: config.memoryCapacityMb,
     maxConcurrentStarts: config.maxConcurrentStarts,
-    imageResolver: config.runtimeImage
-      ? new TemplateImageResolver(config.runtimeImage)
-      : new LocalBuildImageResolver(),
+    imageResolver: createRuntimeImageResolver(config, log),
     onPoolEvent: metrics.record,
   });
   metrics.attach(agent);

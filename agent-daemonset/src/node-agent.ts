@@ -24,86 +24,15 @@ import {
   type PoolWorkerInfo,
 } from "./pool/worker-pool.js";
 import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
+import type { FunctionImageResolver } from "./runtime-image-resolver.js";
 
-/**
- * Makes the base image of a managed runtime (`nodejs22.x`, `provided`, …) ready
- * in the node's runtime. Runtime images are built by @esb/runtime's image
- * builder; how they reach the node (pulled from a registry, imported from an
- * OCI layout) is the resolver's business.
- */
-export interface FunctionImageResolver {
-  /** The prepared base image for `runtime`; throws {@link InvalidFunctionSpecError} when the runtime is unknown. */
-  prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage>;
-}
-
-/**
- * A {@link FunctionImageResolver} that pulls runtime images by a reference
- * template, e.g. `registry.local:5000/esb/runtime:{runtime}`.
- */
-export class TemplateImageResolver implements FunctionImageResolver {
-  constructor(private readonly template: string) {}
-  /** Pulls the template with `{runtime}` substituted. */
-  async prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
-    if (!/^[a-z0-9.]+$/.test(runtime)) throw new InvalidFunctionSpecError(`unsupported runtime "${runtime}"`);
-    return rt.prepareImage(this.template.replaceAll("{runtime}", runtime));
-  }
-}
-
-/**
- * A {@link FunctionImageResolver} that builds runtime images on this node with
- * @esb/runtime's RuntimeImageStore (cached OCI layouts) and imports them into a
- * runtime that can import layouts (containerd).
- */
-export class LocalBuildImageResolver implements FunctionImageResolver {
-  /**
-   * One preparation per runtime and container engine for the life of the agent: finding the
-   * cached image fingerprints the Node binary (~100 MB), which every function of that runtime
-   * would otherwise repeat. A failed preparation is not kept.
-   */
-  private readonly prepared = new Map<string, Promise<PreparedImage>>();
-
-  /** @param cacheDir image cache folder (default: the store's default). */
-  constructor(private readonly cacheDir?: string) {}
-
-  /** Builds (or reuses) the runtime image and imports it as `esb.local/runtime:<runtime>-<fingerprint>`. */
-  prepareRuntimeImage(runtime: string, rt: Runtime): Promise<PreparedImage> {
-    const key = `${rt.name}/${runtime}`;
-    let image = this.prepared.get(key);
-    if (!image) {
-      image = this.build(runtime, rt);
-      this.prepared.set(key, image);
-      image.catch(() => this.prepared.delete(key));
-    }
-    return image;
-  }
-
-  private async build(runtime: string, rt: Runtime): Promise<PreparedImage> {
-    const { RuntimeImageStore } = await import("@esb/runtime/image/runtime-image-store");
-    const { RUNTIMES } = await import("@esb/runtime/image/runtime-image-builder");
-    // provided.al2023 is the same custom runtime (a bootstrap on a minimal OS): one image serves both.
-    const imageRuntime = runtime === "provided.al2023" ? "provided" : runtime;
-    if (!(RUNTIMES as readonly string[]).includes(imageRuntime)) {
-      throw new InvalidFunctionSpecError(
-        `unsupported runtime "${runtime}": expected one of ${RUNTIMES.join(", ")}`,
-      );
-    }
-    const importer = rt as Runtime & {
-      importImage?: (layoutDir: string, ref: string) => Promise<PreparedImage>;
-    };
-    if (typeof importer.importImage !== "function") {
-      throw new InvalidFunctionSpecError(
-        `runtime ${rt.name} cannot import locally built images; configure RUNTIME_IMAGE`,
-      );
-    }
-    const image = await new RuntimeImageStore(this.cacheDir).get({
-      runtime: imageRuntime as (typeof RUNTIMES)[number],
-    });
-    return importer.importImage(
-      image.layoutDir,
-      `esb.local/runtime:${imageRuntime}-${image.fingerprint.slice(0, 12)}`,
-    );
-  }
-}
+// The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
+export {
+  LocalBuildImageResolver,
+  PrebuiltImageResolver,
+  TemplateImageResolver,
+  type FunctionImageResolver,
+} from "./runtime-image-resolver.js";
 
 /** Options of {@link NodeAgent}. */
 export interface NodeAgentOptions {
