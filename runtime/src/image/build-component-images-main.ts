@@ -1,17 +1,21 @@
 #!/usr/bin/env node
 /**
  * Builds the controller, agent and gateway images as OCI layouts without a
- * container engine (the daemonless counterpart of docker/*.Dockerfile), and
- * optionally writes OCI archives (for `ctr images import` / `podman load`) and
- * pushes them to a registry. The workspaces must be built first
- * (`npx tsc -b controller agent-daemonset gateway`). Usage:
+ * container engine (the project's one image build path, like ko or jib), and
+ * optionally writes OCI archives and pushes them to a registry. The
+ * workspaces must be built first (`npx tsc -b controller agent-daemonset
+ * gateway`); the agent image carries the managed-runtime images, whose
+ * nodejs22.x needs Node 22 (`hack/fetch-node-runtime.sh 22`). Usage:
  *
  *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway]
  *     [--out-dir DIR] [--archive-dir DIR] [--push HOST:PORT] [--repository-prefix esb]
- *     [--name-prefix docker.io/esb] [--compression gzip|none] [--json]
+ *     [--name-prefix docker.io/esb] [--runtime-image-cache-dir DIR] [--compression gzip|none] [--json]
  *
  * Layouts go to `<out-dir>/<component>` (default out-dir `.esb/component-images`),
- * archives to `<archive-dir>/<component>.oci.tar`, pushes to
+ * archives to `<archive-dir>/<component>.oci.tar`: a tar of the layout whose
+ * index.json names the image (`io.containerd.image.name`
+ * `<name-prefix>/<component>:<version>`), as `ctr -n k8s.io images import`,
+ * `kind load image-archive` and `podman load` read it. Pushes go to
  * `<prefix>/<component>:<version>` (credentials from ESB_REGISTRY_USERNAME /
  * ESB_REGISTRY_PASSWORD). `--json` prints one JSON document describing the
  * images instead of progress lines. Exits 1 on failure, 2 on bad arguments.
@@ -24,9 +28,13 @@ import { writeOciArchive } from "./oci-image-writer.js";
 import { RegistryClient } from "./registry-client.js";
 
 const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-dir DIR] [--archive-dir DIR]
-       [--push HOST:PORT] [--repository-prefix P] [--name-prefix P] [--compression gzip|none] [--json]
+       [--push HOST:PORT] [--repository-prefix P] [--name-prefix P] [--runtime-image-cache-dir DIR]
+       [--compression gzip|none] [--json]
 
-Builds the ESB component images (${COMPONENTS.join(", ")}) as OCI layouts in <out-dir>/<component>.
+Builds the ESB component images (${COMPONENTS.join(", ")}) as OCI layouts in <out-dir>/<component>,
+and OCI archives <archive-dir>/<component>.oci.tar (for ctr images import, kind load image-archive).
+The agent image carries the runtime images nodejs24.x, nodejs22.x and provided; nodejs22.x needs
+Node 22: run hack/fetch-node-runtime.sh 22 first.
 `;
 
 let values;
@@ -39,6 +47,7 @@ try {
       push: { type: "string" },
       "repository-prefix": { type: "string", default: "esb" },
       "name-prefix": { type: "string", default: "docker.io/esb" },
+      "runtime-image-cache-dir": { type: "string" },
       compression: { type: "string", default: "gzip" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
@@ -68,6 +77,7 @@ const compression = values.compression;
 const say = (line: string): void => {
   if (!values.json) process.stdout.write(`${line}\n`);
 };
+const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
 
 try {
   const outDir = resolve(values["out-dir"]);
@@ -80,6 +90,8 @@ try {
     components: components as ComponentName[],
     compression,
     namePrefix: values["name-prefix"],
+    runtimeImageCacheDir: values["runtime-image-cache-dir"],
+    onProgress: say,
   });
   const buildMs = Date.now() - started;
   const report = [];
@@ -105,10 +117,11 @@ try {
     }
     say(
       `${image.component}: ${image.imageName} — ${image.layoutDir} (manifest ${image.manifest.digest}, ` +
-        `${(image.storedBytes / 1e6).toFixed(1)} MB, ${image.packages.packages.length} npm packages)` +
+        `${mb(image.storedBytes)} MB, ${image.packages.packages.length} npm packages)` +
         (archive ? `; archive ${archive}` : "") +
         (pushed.length ? `; pushed ${pushed.join(", ")}` : ""),
     );
+    image.layers.forEach((l, i) => say(`  ${mb(l.size).padStart(7)} MB  ${image.layerHistory[i]}`));
     report.push({
       component: image.component,
       version: image.version,
@@ -119,7 +132,20 @@ try {
       configDigest: image.config.digest,
       entrypoint: image.entrypoint,
       storedBytes: image.storedBytes,
-      layers: image.layers.map((l) => ({ digest: l.digest, size: l.size })),
+      layers: image.layers.map((l, i) => ({
+        digest: l.digest,
+        mediaType: l.mediaType,
+        size: l.size,
+        createdBy: image.layerHistory[i],
+      })),
+      programs: image.programs,
+      runtimeImages: image.runtimeImages.map((r) => ({
+        runtime: r.runtime,
+        tag: r.tag,
+        imageName: r.imageName,
+        manifestDigest: r.manifest.digest,
+        storedBytes: r.layers.reduce((n, l) => n + l.size, r.config.size),
+      })),
       workspaces: image.packages.workspaces,
       npmPackages: image.packages.packages.length,
       archive,

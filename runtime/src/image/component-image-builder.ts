@@ -2,12 +2,22 @@ import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { lstat, readdir, readlink, realpath } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { createLogger } from "@esb/common";
 import { LayerBuilder } from "./layer-builder.js";
 import { findNodeBinary, sharedLibraries } from "./node-binary.js";
 import { OciImageWriter, type LayerWriteOptions, type WrittenImage } from "./oci-image-writer.js";
 import type { ImageRunConfig, LayerDescriptor } from "./oci-types.js";
+import {
+  planRuntimeImage,
+  RUNTIMES,
+  type RuntimeImage,
+  type RuntimeImageOptions,
+  type RuntimeName,
+} from "./runtime-image-builder.js";
+import { addRuntimeImageFolder, PREBUILT_RUNTIME_IMAGES_DIR } from "./runtime-image-folder.js";
+import { RuntimeImageStore } from "./runtime-image-store.js";
 
 const run = promisify(execFile);
 
@@ -36,9 +46,17 @@ export interface ComponentDefinition {
   ports: number[];
   /** Copy the CNI plugins the chart's init container installs on nodes (agent only). */
   cniPlugins: boolean;
+  /**
+   * The external programs the component executes: the module of its workspace
+   * (relative to it, built) and the name of its export, an array of names or of
+   * `{ name }`. Each is put into the image (see {@link buildComponentImages}).
+   */
+  programs?: { module: string; exportName: string };
+  /** Carry the managed-runtime images prebuilt, in {@link PREBUILT_RUNTIME_IMAGES_DIR} (agent only). */
+  runtimeImages: boolean;
 }
 
-/** The three components, mirroring docker/<component>.Dockerfile. */
+/** The three components. */
 export const COMPONENT_DEFINITIONS: Record<ComponentName, ComponentDefinition> = {
   controller: {
     workspace: "controller",
@@ -47,6 +65,7 @@ export const COMPONENT_DEFINITIONS: Record<ComponentName, ComponentDefinition> =
     user: { uid: NONROOT_USER.uid, gid: NONROOT_USER.gid },
     ports: [8080, 8081],
     cniPlugins: false,
+    runtimeImages: false,
   },
   agent: {
     workspace: "agent-daemonset",
@@ -56,6 +75,8 @@ export const COMPONENT_DEFINITIONS: Record<ComponentName, ComponentDefinition> =
     user: { uid: 0, gid: 0 },
     ports: [50051, 9090],
     cniPlugins: true,
+    programs: { module: "dist/main.js", exportName: "AGENT_PROGRAMS" },
+    runtimeImages: true,
   },
   gateway: {
     workspace: "gateway",
@@ -64,13 +85,14 @@ export const COMPONENT_DEFINITIONS: Record<ComponentName, ComponentDefinition> =
     user: { uid: NONROOT_USER.uid, gid: NONROOT_USER.gid },
     ports: [9000],
     cniPlugins: false,
+    runtimeImages: false,
   },
 };
 
 /** CNI plugins the agent image carries in /usr/lib/cni (those charts/esb's init container copies to nodes). */
 export const AGENT_CNI_PLUGINS = ["bridge", "host-local", "loopback", "portmap"];
 
-/** Busybox applets linked in /bin when the busybox has them: a shell for debugging, `sh -c cp` for the chart's init container, mkfifo for the agent's task logs. */
+/** Busybox applets linked in /bin of every component image when the busybox has them: a shell and tools for debugging, `sh -c cp` for the chart's init container. (What a component executes comes from its `programs`.) */
 const APPLETS = [
   "[",
   "cat",
@@ -93,7 +115,6 @@ const APPLETS = [
   "ln",
   "ls",
   "mkdir",
-  "mkfifo",
   "mv",
   "nsenter",
   "ps",
@@ -283,6 +304,25 @@ export interface ComponentImageOptions extends LayerWriteOptions {
   cniPluginsDir?: string;
   /** Image name prefix; images are named `<prefix>/<component>:<version>` (default `docker.io/esb`, what `esb/<component>` normalises to). */
   namePrefix?: string;
+  /** Cache of the runtime images the agent image carries (a RuntimeImageStore folder; default the store's default). */
+  runtimeImageCacheDir?: string;
+  /** Receives one line per slow step (runtime images built or taken from the cache). */
+  onProgress?: (line: string) => void;
+}
+
+/** How one program a component executes gets into its image. */
+export interface ProgramInImage {
+  name: string;
+  /** Its path in the image (a directory of the image's PATH). */
+  path: string;
+  /**
+   * `busybox`: an applet of the image's static busybox (a symlink to it);
+   * `host`: this machine's binary with its shared libraries (for iptables also
+   * its xtables extension modules, which it loads at run time).
+   */
+  source: "busybox" | "host";
+  /** The host binary copied (source `host`), symlinks resolved. */
+  hostBinary?: string;
 }
 
 /** A component image written to its own OCI layout. */
@@ -294,9 +334,24 @@ export interface ComponentImage extends WrittenImage {
   entrypoint: string[];
   /** Stored (compressed) size of config and layers, in bytes. */
   storedBytes: number;
+  /** What each layer holds (same order as `layers`). */
+  layerHistory: string[];
   /** What went into the app layer. */
   packages: ProductionPackages;
+  /** The programs the component executes and how each got into the image (empty when it declares none). */
+  programs: ProgramInImage[];
+  /** The managed-runtime images carried in {@link PREBUILT_RUNTIME_IMAGES_DIR} (their layouts on this machine), or none. */
+  runtimeImages: RuntimeImage[];
 }
+
+/** PATH of every component image (Docker's default), so programs in /usr/sbin and /sbin are found. */
+const IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Host programs preferred over the plain name: iptables with the nf_tables backend, as current distributions and kube-proxy use. */
+const HOST_PROGRAM_CANDIDATES: Record<string, string[]> = { iptables: ["iptables-nft", "iptables"] };
+
+/** Where host programs are looked for. */
+const HOST_PROGRAM_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /**
  * Builds the images of `components` (default all three), each as an OCI
@@ -305,14 +360,21 @@ export interface ComponentImage extends WrittenImage {
  * Layers, bottom-up: a base filesystem (/etc/passwd with root, `nonroot`
  * 65532 and nobody, /tmp and /var/tmp 1777, CA certificates, static busybox
  * with common applets), Node 24 at /usr/local/bin/node with its shared
- * libraries, for the agent the CNI plugins in /usr/lib/cni, and the app:
+ * libraries; for the agent the CNI plugins in /usr/lib/cni, the programs it
+ * executes (its `AGENT_PROGRAMS`: busybox applets where the busybox has one,
+ * else the host's binary with its shared libraries, e.g. iptables with the
+ * nf_tables backend and its extensions) and the managed-runtime images
+ * (nodejs24.x, nodejs22.x, provided; built by the runtime image builder into
+ * the RuntimeImageStore cache, Node 22 from hack/fetch-node-runtime.sh 22)
+ * as a runtime image folder in {@link PREBUILT_RUNTIME_IMAGES_DIR} (this
+ * layer is stored uncompressed: it holds gzip blobs already); and the app:
  * `/app/<workspace>/{package.json,dist}` of the component and every workspace
  * it depends on, plus its production npm dependencies under `/app/…/node_modules`
  * (see {@link collectProductionPackages}); type declarations and compiled tests
  * are left out. Entrypoint `["/usr/local/bin/node", "/app/<workspace>/dist/main.js"]`,
  * WorkingDir /app, NODE_ENV=production, user 65532 (controller, gateway) or
- * root (agent). The base and Node layers are written once and hard-linked
- * into the other layouts. Throws when a workspace is not built.
+ * root (agent). Layers are written once and hard-linked into the other
+ * layouts. Throws when a workspace is not built or an input is missing.
  */
 export async function buildComponentImages(
   options: ComponentImageOptions & { outDir: string; components?: readonly ComponentName[] },
@@ -324,6 +386,9 @@ export async function buildComponentImages(
   }
   const repoRoot = options.repoRoot ?? fileURLToPath(new URL("../../../", import.meta.url));
   const namePrefix = options.namePrefix ?? "docker.io/esb";
+  const busybox = options.busybox ?? "/bin/busybox";
+  const caBundle = options.caBundle ?? "/etc/ssl/certs/ca-certificates.crt";
+  const progress = options.onProgress ?? (() => undefined);
   const layerOptions: LayerWriteOptions = {
     compression: options.compression,
     gzipLevel: options.gzipLevel,
@@ -336,6 +401,7 @@ export async function buildComponentImages(
     version: string;
     app: LayerBuilder;
     packages: ProductionPackages;
+    programs: string[];
   }[] = [];
   for (const component of components) {
     const def = COMPONENT_DEFINITIONS[component];
@@ -345,55 +411,108 @@ export async function buildComponentImages(
     const packages = await collectProductionPackages(repoRoot, def.workspace);
     const app = await appLayer(repoRoot, packages);
     const version = readPackageJson(join(repoRoot, def.workspace)).version ?? "0.0.0";
-    plans.push({ component, version, app, packages });
+    const programs = def.programs ? await declaredPrograms(repoRoot, def.workspace, def.programs) : [];
+    plans.push({ component, version, app, packages, programs });
   }
   const nodeBinary = options.nodeBinary ?? findNodeBinary(24);
   const nodeLibs = await sharedLibraries(nodeBinary);
-  const base = await baseLayer(
-    options.busybox ?? "/bin/busybox",
-    options.caBundle ?? "/etc/ssl/certs/ca-certificates.crt",
-  );
+  const applets = await busyboxApplets(busybox);
+  const base = baseLayer(busybox, applets, caBundle);
   const node = new LayerBuilder().addHostFile(COMPONENT_NODE_PATH, nodeBinary, { mode: 0o755 });
   for (const lib of nodeLibs) node.addHostFile(lib, lib, { mode: 0o755 });
+  const present = new Set(nodeLibs);
   const cni = components.some((c) => COMPONENT_DEFINITIONS[c].cniPlugins)
-    ? await cniLayer(options.cniPluginsDir ?? "/usr/lib/cni", new Set(nodeLibs))
+    ? await cniLayer(options.cniPluginsDir ?? "/usr/lib/cni", present)
     : undefined;
+  // Every component that declares programs gets its own layer (only the agent does today).
+  const programLayers = new Map<ComponentName, { layer: LayerBuilder; programs: ProgramInImage[] }>();
+  for (const plan of plans) {
+    if (plan.programs.length > 0)
+      programLayers.set(plan.component, await programsLayer(plan.programs, applets, new Set(present)));
+  }
+  const runtimeImages: RuntimeImage[] = [];
+  if (components.some((c) => COMPONENT_DEFINITIONS[c].runtimeImages)) {
+    const store = new RuntimeImageStore(
+      options.runtimeImageCacheDir,
+      createLogger("runtime-image-store", { level: "silent" }),
+    );
+    const optionsOf = (runtime: RuntimeName): RuntimeImageOptions => ({
+      runtime,
+      runtimeDistDir: join(repoRoot, "runtime", "dist"),
+      busybox,
+      caBundle,
+      ...layerOptions,
+    });
+    // Planning checks every input (e.g. Node 22) before anything is built.
+    for (const runtime of RUNTIMES) {
+      await planRuntimeImage(optionsOf(runtime)).catch((err: unknown) => {
+        throw new Error(`the agent image needs the ${runtime} runtime image: ${(err as Error).message}`, {
+          cause: err,
+        });
+      });
+    }
+    for (const runtime of RUNTIMES) {
+      const started = Date.now();
+      const image = await store.get(optionsOf(runtime));
+      progress(
+        `runtime image ${runtime}: ${image.cached ? "from the cache" : "built"} in ${Date.now() - started} ms (${image.layoutDir})`,
+      );
+      runtimeImages.push(image);
+    }
+  }
 
-  let shared:
-    { layoutDir: string; base: LayerDescriptor; node: LayerDescriptor; cni?: LayerDescriptor } | undefined;
+  // Each shared layer is written once, into the first layout that needs it, and linked into the others.
+  const written = new Map<string, { layoutDir: string; layer: LayerDescriptor }>();
+  const once = async (
+    writer: OciImageWriter,
+    key: string,
+    builder: LayerBuilder,
+    opts: LayerWriteOptions = layerOptions,
+  ): Promise<LayerDescriptor> => {
+    const known = written.get(key);
+    if (known) return writer.importLayer(known.layoutDir, known.layer);
+    const layer = await writer.writeLayer(builder, opts);
+    written.set(key, { layoutDir: writer.layoutDir, layer });
+    return layer;
+  };
+
   const images: ComponentImage[] = [];
   for (const plan of plans) {
     const def = COMPONENT_DEFINITIONS[plan.component];
     const writer = new OciImageWriter(join(options.outDir, plan.component));
-    if (!shared) {
-      shared = {
-        layoutDir: writer.layoutDir,
-        base: await writer.writeLayer(base, layerOptions),
-        node: await writer.writeLayer(node, layerOptions),
-      };
-    }
-    const layers: LayerDescriptor[] = [
-      await writer.importLayer(shared.layoutDir, shared.base),
-      await writer.importLayer(shared.layoutDir, shared.node),
-    ];
+    const layers: LayerDescriptor[] = [await once(writer, "base", base), await once(writer, "node", node)];
     const history = [
-      { created_by: "esb: base filesystem (users, /tmp, CA certificates, busybox)" },
-      { created_by: "esb: Node.js 24 and its shared libraries" },
+      "esb: base filesystem (users, /tmp, CA certificates, busybox)",
+      "esb: Node.js 24 and its shared libraries",
     ];
     if (def.cniPlugins && cni) {
-      if (!shared.cni) {
-        shared.cni = await writer.writeLayer(cni, layerOptions);
-        layers.push(shared.cni);
-      } else layers.push(await writer.importLayer(shared.layoutDir, shared.cni));
-      history.push({ created_by: `esb: CNI plugins ${AGENT_CNI_PLUGINS.join(", ")} in /usr/lib/cni` });
+      layers.push(await once(writer, "cni", cni));
+      history.push(`esb: CNI plugins ${AGENT_CNI_PLUGINS.join(", ")} in /usr/lib/cni`);
+    }
+    const programs = programLayers.get(plan.component);
+    if (programs) {
+      layers.push(await writer.writeLayer(programs.layer, layerOptions));
+      history.push(
+        `esb: programs ${def.workspace} executes: ${programs.programs.map((p) => `${p.name} (${p.source})`).join(", ")}`,
+      );
+    }
+    const carried = def.runtimeImages ? runtimeImages : [];
+    if (carried.length > 0) {
+      const folder = new LayerBuilder();
+      addRuntimeImageFolder(folder, PREBUILT_RUNTIME_IMAGES_DIR, carried);
+      // The folder holds gzip blobs already: compressing them again would cost time for nothing.
+      layers.push(await once(writer, "runtime-images", folder, { ...layerOptions, compression: "none" }));
+      history.push(
+        `esb: managed-runtime images ${carried.map((i) => i.runtime).join(", ")} in ${PREBUILT_RUNTIME_IMAGES_DIR}`,
+      );
     }
     layers.push(await writer.writeLayer(plan.app, layerOptions));
-    history.push({ created_by: `esb: ${def.workspace} and its production dependencies in /app` });
+    history.push(`esb: ${def.workspace} and its production dependencies in /app`);
 
     const entrypoint = [COMPONENT_NODE_PATH, `${COMPONENT_APP_DIR}/${def.workspace}/dist/main.js`];
     const config: ImageRunConfig = {
       User: `${def.user.uid}:${def.user.gid}`,
-      Env: ["PATH=/usr/local/bin:/usr/bin:/bin", "NODE_ENV=production"],
+      Env: [`PATH=${IMAGE_PATH}`, "NODE_ENV=production"],
       Entrypoint: entrypoint,
       WorkingDir: COMPONENT_APP_DIR,
       ExposedPorts: Object.fromEntries(def.ports.map((p) => [`${p}/tcp`, {}])),
@@ -407,7 +526,7 @@ export async function buildComponentImages(
     const image = await writer.writeImage({
       layers,
       config,
-      history,
+      history: history.map((created_by) => ({ created_by })),
       tag: plan.version,
       imageName: `${namePrefix}/${plan.component}:${plan.version}`,
     });
@@ -417,10 +536,132 @@ export async function buildComponentImages(
       version: plan.version,
       entrypoint,
       storedBytes: layers.reduce((n, l) => n + l.size, image.config.size),
+      layerHistory: history,
       packages: plan.packages,
+      programs: programs?.programs ?? [],
+      runtimeImages: carried,
     });
   }
   return images;
+}
+
+/** The program names a workspace declares in `ref.exportName` of its built module `ref.module`. */
+async function declaredPrograms(
+  repoRoot: string,
+  workspace: string,
+  ref: { module: string; exportName: string },
+): Promise<string[]> {
+  const file = join(repoRoot, workspace, ref.module);
+  if (!existsSync(file))
+    throw new Error(`${file} is missing: build the component first (npx tsc -b ${workspace})`);
+  const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  const list = mod[ref.exportName];
+  if (!Array.isArray(list))
+    throw new Error(`${file} does not export ${ref.exportName} as an array of programs`);
+  const names = list.map((p: unknown) =>
+    typeof p === "string" ? p : (p as { name?: unknown } | null)?.name,
+  );
+  for (const n of names) {
+    if (typeof n !== "string" || !/^[A-Za-z0-9_.+-]+$/.test(n))
+      throw new Error(`${file}: ${ref.exportName} holds an invalid program name ${JSON.stringify(n)}`);
+  }
+  return [...new Set(names as string[])];
+}
+
+/** The applets `busybox --list` names. */
+async function busyboxApplets(busybox: string): Promise<Set<string>> {
+  if (!existsSync(busybox))
+    throw new Error(
+      `${busybox} is missing: install a static busybox (Debian: apt-get install busybox-static)`,
+    );
+  const { stdout } = await run(busybox, ["--list"]);
+  const applets = new Set(stdout.split("\n").map((s) => s.trim()));
+  if (!applets.has("sh")) throw new Error(`${busybox} has no sh applet`);
+  return applets;
+}
+
+/**
+ * The layer holding `programs`: a busybox applet (symlink in /bin) for each
+ * program the busybox has, else the host's binary (for iptables the nf_tables
+ * variant) at its own path with its shared libraries not in `present`, linked
+ * as /usr/sbin/<name> when its file has another name; for xtables binaries
+ * also every extension module of the xtables folder and their libraries.
+ */
+async function programsLayer(
+  programs: string[],
+  applets: Set<string>,
+  present: Set<string>,
+): Promise<{ layer: LayerBuilder; programs: ProgramInImage[] }> {
+  const layer = new LayerBuilder();
+  const placed: ProgramInImage[] = [];
+  const addLibraries = async (binary: string): Promise<string[]> => {
+    const libs = await sharedLibraries(binary);
+    for (const lib of libs) {
+      if (present.has(lib)) continue;
+      present.add(lib);
+      layer.addHostFile(lib, lib, { mode: 0o755 });
+    }
+    return libs;
+  };
+  for (const name of programs) {
+    if (applets.has(name)) {
+      layer.addSymlink(`/bin/${name}`, "busybox");
+      placed.push({ name, path: `/bin/${name}`, source: "busybox" });
+      continue;
+    }
+    const host = findHostProgram(name);
+    if (!host)
+      throw new Error(
+        `${name} is neither a busybox applet nor installed in ${HOST_PROGRAM_DIRS.join(", ")}: install it on this machine` +
+          (name === "iptables" ? " (Debian: apt-get install iptables)" : ""),
+      );
+    const real = await realpath(host);
+    layer.addHostFile(real, real, { mode: 0o755 });
+    let path = real;
+    if (basename(real) !== name) {
+      path = `/usr/sbin/${name}`;
+      layer.addSymlink(path, dirname(real) === "/usr/sbin" ? basename(real) : real);
+    }
+    const libs = await addLibraries(real);
+    const xtables = libs.find((l) => basename(l).startsWith("libxtables.so"));
+    if (xtables) {
+      const dir = await xtablesExtensionsDir(xtables);
+      await addFilteredTree(layer, dir, dir, () => false);
+      for (const f of (await readdir(dir)).sort()) {
+        const st = await lstat(join(dir, f));
+        if (st.isFile() && f.endsWith(".so")) await addLibraries(join(dir, f));
+      }
+    }
+    placed.push({ name, path, source: "host", hostBinary: real });
+  }
+  return { layer, programs: placed };
+}
+
+/** The host binary of program `name` (see {@link HOST_PROGRAM_CANDIDATES}), or undefined. */
+function findHostProgram(name: string): string | undefined {
+  for (const candidate of HOST_PROGRAM_CANDIDATES[name] ?? [name]) {
+    for (const dir of HOST_PROGRAM_DIRS) {
+      const p = join(dir, candidate);
+      if (existsSync(p)) return p;
+    }
+  }
+  return undefined;
+}
+
+/** The folder of iptables' extension modules (libxt_*.so…), which libxtables loads from its compiled-in XTABLES_LIBDIR: `<libdir>/xtables`. */
+async function xtablesExtensionsDir(libxtables: string): Promise<string> {
+  const real = await realpath(libxtables);
+  const candidates = [
+    join(dirname(real), "xtables"),
+    // Without merged /usr the library is in /lib/<triplet> and the modules in /usr/lib/<triplet>.
+    join("/usr/lib", basename(dirname(real)), "xtables"),
+  ];
+  const found = candidates.find((d) => existsSync(d));
+  if (!found)
+    throw new Error(
+      `the xtables extension modules of ${libxtables} are missing (looked in ${candidates.join(", ")})`,
+    );
+  return found;
 }
 
 async function appLayer(repoRoot: string, packages: ProductionPackages): Promise<LayerBuilder> {
@@ -451,11 +692,7 @@ async function appLayer(repoRoot: string, packages: ProductionPackages): Promise
   return app;
 }
 
-async function baseLayer(busybox: string, caBundle: string): Promise<LayerBuilder> {
-  if (!existsSync(busybox))
-    throw new Error(
-      `${busybox} is missing: install a static busybox (Debian: apt-get install busybox-static)`,
-    );
+function baseLayer(busybox: string, applets: Set<string>, caBundle: string): LayerBuilder {
   const b = new LayerBuilder();
   for (const d of ["/bin", "/dev", "/etc", "/proc", "/sys", "/usr/bin", "/usr/local/bin", COMPONENT_APP_DIR])
     b.addDirectory(d);
@@ -472,10 +709,7 @@ async function baseLayer(busybox: string, caBundle: string): Promise<LayerBuilde
   b.addFile("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n");
   if (existsSync(caBundle)) b.addHostFile("/etc/ssl/certs/ca-certificates.crt", caBundle, { mode: 0o644 });
   b.addHostFile("/bin/busybox", busybox, { mode: 0o755 });
-  const { stdout } = await run(busybox, ["--list"]);
-  const available = new Set(stdout.split("\n").map((s) => s.trim()));
-  if (!available.has("sh")) throw new Error(`${busybox} has no sh applet`);
-  for (const applet of APPLETS) if (available.has(applet)) b.addSymlink(`/bin/${applet}`, "busybox");
+  for (const applet of APPLETS) if (applets.has(applet)) b.addSymlink(`/bin/${applet}`, "busybox");
   b.addSymlink("/usr/bin/env", "/bin/busybox");
   return b;
 }

@@ -1,18 +1,25 @@
 // The component images (controller, agent, gateway) built daemonlessly by
 // runtime/src/image/component-image-builder.ts: the OCI layouts are checked
 // independently of the writer (every digest recomputed), then each image is
-// imported into the test containerd and its entrypoint is run with --help and
-// --version. The containers get containerd's default, empty network namespace:
-// nothing here sends network traffic.
+// imported into the test containerd from its OCI archive and its entrypoint is
+// run with --help and --version. The agent image is also checked for what the
+// agent needs at run time: every program of AGENT_PROGRAMS runs inside it (in
+// a privileged container), its own CNI code makes and removes a worker network
+// there, and its prebuilt runtime images verify and are imported into
+// containerd by the agent's resolver from a read-only root file system. The
+// containers get containerd's default network namespace of their own (only
+// loopback; the CNI probe makes a bridge inside it): nothing here touches the
+// host's network or sends traffic.
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, existsSync, readFileSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { AGENT_PROGRAMS } from "@esb/agent/main";
 
 const run = promisify(execFile);
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
@@ -20,7 +27,7 @@ const builderMain = join(repoRoot, "runtime", "dist", "image", "build-component-
 const id = randomBytes(3).toString("hex");
 const namespace = `esb-images-test-${id}`;
 
-/** What each image must be, mirroring docker/<component>.Dockerfile. */
+/** What each image must be. */
 const expected = {
   controller: { workspace: "controller", user: "65532:65532", uid: 65532 },
   agent: { workspace: "agent-daemonset", user: "0:0", uid: 0 },
@@ -41,9 +48,23 @@ interface BuildReport {
     configDigest: string;
     entrypoint: string[];
     storedBytes: number;
+    layers: { digest: string; mediaType: string; size: number; createdBy: string }[];
+    programs: { name: string; path: string; source: "busybox" | "host"; hostBinary?: string }[];
+    runtimeImages: {
+      runtime: string;
+      tag: string;
+      imageName: string;
+      manifestDigest: string;
+      storedBytes: number;
+    }[];
     archive: string;
   }[];
 }
+
+/** Where the agent image carries its runtime images (PREBUILT_RUNTIME_IMAGES_DIR). */
+const RUNTIME_IMAGES_DIR = "/usr/share/esb/runtime-images";
+/** The runtime images the agent image carries, and the Node major each one's /var/lang/bin/node has. */
+const RUNTIME_NODE_MAJOR = { "nodejs24.x": "24", "nodejs22.x": "22", provided: "24" } as const;
 
 let socket: string;
 let dir: string;
@@ -57,16 +78,34 @@ async function ctr(...args: string[]): Promise<string> {
   return stdout;
 }
 
+/** How {@link ctrRun} runs a container. */
+interface RunOptions {
+  /** All capabilities and devices (what the agent's DaemonSet grants); the network namespace stays the container's own. */
+  privileged?: boolean;
+  /** Read-only root file system. */
+  readOnly?: boolean;
+  env?: Record<string, string>;
+  /** Bind mounts `host path → container path`. */
+  mounts?: Record<string, string>;
+}
+
 /** `ctr run --rm` with stdin closed; resolves with the exit code and output. */
 function ctrRun(
   image: string,
   args: string[],
+  opts: RunOptions = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const container = `esb-images-test-${id}-${randomBytes(3).toString("hex")}`;
+  const flags: string[] = [];
+  if (opts.privileged) flags.push("--privileged");
+  if (opts.readOnly) flags.push("--read-only");
+  for (const [k, v] of Object.entries(opts.env ?? {})) flags.push("--env", `${k}=${v}`);
+  for (const [src, dst] of Object.entries(opts.mounts ?? {}))
+    flags.push("--mount", `type=bind,src=${src},dst=${dst},options=rbind:rw`);
   return new Promise((resolve, reject) => {
     const child = spawn(
       "ctr",
-      ["--address", socket, "-n", namespace, "run", "--rm", image, container, ...args],
+      ["--address", socket, "-n", namespace, "run", "--rm", ...flags, image, container, ...args],
       {
         stdio: ["ignore", "pipe", "pipe"],
       },
@@ -127,8 +166,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (socket) {
-    // --sync waits for containerd's garbage collection, so the namespace is empty afterwards.
-    for (const image of imported) await ctr("images", "rm", "--sync", image).catch(() => undefined);
+    // Every image of the namespace (the components, the runtime images the agent imported, digest
+    // names of kind's import); --sync waits for containerd's garbage collection, so the namespace
+    // is empty afterwards.
+    const names = await ctr("images", "ls", "-q").then(
+      (out) => out.split("\n").filter(Boolean),
+      () => imported,
+    );
+    for (const image of names) await ctr("images", "rm", "--sync", image).catch(() => undefined);
     for (let i = 0; i < 50; i++) {
       const removed = await run("ctr", ["--address", socket, "namespaces", "rm", namespace]).then(
         () => true,
@@ -198,13 +243,33 @@ describe("component images (daemonless OCI layouts)", () => {
     },
   );
 
-  it("imports the three images into the test containerd", async () => {
+  it("imports the three OCI archives with ctr images import, each named <prefix>/<component>:<version>", async () => {
     for (const image of report.images) {
       await ctr("images", "import", image.archive);
       imported.push(image.imageName);
     }
     const names = (await ctr("images", "ls", "-q")).split("\n").filter(Boolean);
-    for (const image of report.images) expect(names).toContain(image.imageName);
+    expect(names.sort()).toEqual(report.images.map((i) => i.imageName).sort());
+    for (const image of report.images) {
+      const row = (await ctr("images", "ls", `name==${image.imageName}`)).split("\n")[1] ?? "";
+      expect(row).toContain(image.manifestDigest);
+    }
+  }, 600_000);
+
+  it("the archives also import the way kind load image-archive does (--all-platforms --digests)", async () => {
+    for (const image of report.images) {
+      await ctr("images", "import", "--all-platforms", "--digests", image.archive);
+    }
+    const names = (await ctr("images", "ls", "-q")).split("\n").filter(Boolean);
+    for (const image of report.images) {
+      expect(names).toContain(image.imageName);
+      // --digests adds a name by digest: removed again, the named images stay.
+      for (const n of names.filter((n) => n.endsWith(`@${image.manifestDigest}`)))
+        await ctr("images", "rm", n);
+    }
+    expect((await ctr("images", "ls", "-q")).split("\n").filter(Boolean).sort()).toEqual(
+      report.images.map((i) => i.imageName).sort(),
+    );
   }, 600_000);
 
   it.each(components)(
@@ -263,4 +328,222 @@ describe("component images (daemonless OCI layouts)", () => {
     },
     300_000,
   );
+
+  it("agent: layers base, Node, CNI plugins, programs, runtime images, app; runtime image blobs stored once", () => {
+    const agent = report.images.find((i) => i.component === "agent")!;
+    expect(agent.layers.map((l) => l.createdBy.replace(/^esb: /, "").split(" ")[0])).toEqual([
+      "base",
+      "Node.js",
+      "CNI",
+      "programs",
+      "managed-runtime",
+      "agent-daemonset",
+    ]);
+    const runtimeLayer = agent.layers[4];
+    // Uncompressed: it holds gzip blobs already.
+    expect(runtimeLayer.mediaType).toBe("application/vnd.oci.image.layer.v1.tar");
+    expect(agent.runtimeImages.map((r) => r.runtime).sort()).toEqual(Object.keys(RUNTIME_NODE_MAJOR).sort());
+    // nodejs24.x and provided share their base and Node 24 layers: the folder is smaller than the images apart.
+    const apart = agent.runtimeImages.reduce((n, r) => n + r.storedBytes, 0);
+    expect(runtimeLayer.size).toBeLessThan(apart * 0.8);
+    process.stdout.write(
+      `agent image ${(agent.storedBytes / 1e6).toFixed(1)} MB: ${agent.layers
+        .map((l) => `${(l.size / 1e6).toFixed(1)} MB ${l.createdBy.replace(/^esb: /, "").split(" ")[0]}`)
+        .join(", ")}; runtime images ${(apart / 1e6).toFixed(1)} MB apart\n`,
+    );
+  });
+});
+
+/** A shell probe per program of AGENT_PROGRAMS: the agent's own use of it (or a real no-op) and what it must print. */
+const PROGRAM_PROBES: Record<string, { script: string; expect: RegExp }> = {
+  // What network/cni-network.ts runs; the namespace bind mount shows up in /proc/mounts.
+  unshare: {
+    script:
+      "touch /run/esb-probe-ns && unshare --net=/run/esb-probe-ns ip link set lo up && grep -c ' /run/esb-probe-ns nsfs ' /proc/mounts",
+    expect: /^1$/m,
+  },
+  ip: { script: "ip link set lo up && ip -o link show lo", expect: /lo: <LOOPBACK,UP/ },
+  umount: {
+    script:
+      "touch /run/esb-probe-ns && unshare --net=/run/esb-probe-ns true && umount /run/esb-probe-ns && echo mounts=$(grep -c esb-probe-ns /proc/mounts)",
+    expect: /^mounts=0$/m,
+  },
+  // The nf_tables backend, and the extensions the bridge plugin's ipMasq rules use (comment, MASQUERADE), in the container's own namespace.
+  iptables: {
+    script: [
+      "iptables -V",
+      "iptables -t nat -N ESB-PROBE",
+      "iptables -t nat -A POSTROUTING -s 10.99.0.2/32 -m comment --comment esb-probe -j ESB-PROBE",
+      "iptables -t nat -A ESB-PROBE ! -d 224.0.0.0/4 -j MASQUERADE",
+      "iptables -t nat -S",
+      "iptables -t nat -D POSTROUTING -s 10.99.0.2/32 -m comment --comment esb-probe -j ESB-PROBE",
+      "iptables -t nat -F ESB-PROBE",
+      "iptables -t nat -X ESB-PROBE",
+      "echo rules=$(iptables -t nat -S | grep -c ESB-PROBE)",
+    ].join(" && "),
+    expect: /\(nf_tables\)[\s\S]*-A ESB-PROBE ! -d 224\.0\.0\.0\/4 -j MASQUERADE[\s\S]*^rules=0$/m,
+  },
+  mkfifo: { script: "mkfifo -m 600 /tmp/esb-probe && stat -c '%F %a' /tmp/esb-probe", expect: /^fifo 600$/m },
+};
+
+/**
+ * Refuses to go on unless the container is in a network namespace other than
+ * this test's (the host's): the probes change the container's network.
+ */
+const OWN_NETWORK = `[ "$(readlink /proc/self/ns/net)" != "${readlinkSync("/proc/self/ns/net")}" ] || { echo 'the container shares the host network namespace' >&2; exit 99; }`;
+
+describe("agent image: what the agent runs", () => {
+  const agent = () => {
+    const image = report.images.find((i) => i.component === "agent")!;
+    expect(imported).toContain(image.imageName);
+    return image;
+  };
+
+  it("every program of AGENT_PROGRAMS has a probe here and is in the image's report", () => {
+    expect(Object.keys(PROGRAM_PROBES).sort()).toEqual(AGENT_PROGRAMS.map((p) => p.name).sort());
+    const image = report.images.find((i) => i.component === "agent")!;
+    expect(image.programs.map((p) => p.name).sort()).toEqual(AGENT_PROGRAMS.map((p) => p.name).sort());
+    // iptables is not a busybox applet: the host's, with the nf_tables backend.
+    expect(image.programs.find((p) => p.name === "iptables")).toMatchObject({ source: "host" });
+  });
+
+  it.each(AGENT_PROGRAMS.map((p) => p.name))(
+    "%s runs inside the agent image",
+    async (name) => {
+      const image = agent();
+      const probe = PROGRAM_PROBES[name];
+      const res = await ctrRun(image.imageName, ["/bin/sh", "-c", `${OWN_NETWORK} && ${probe.script}`], {
+        privileged: true,
+      });
+      expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(res.stdout).toMatch(probe.expect);
+    },
+    120_000,
+  );
+
+  it("the agent's CNI code makes a worker network (bridge, ipMasq through iptables) and removes it", async () => {
+    const image = agent();
+    const script = `
+      import { execFileSync } from "node:child_process";
+      import { CniNetwork } from "/app/agent-daemonset/dist/network/cni-network.js";
+      const nat = () => execFileSync("iptables", ["-t", "nat", "-S"]).toString();
+      const net = new CniNetwork({ mode: "bridge", bridgeName: "esb-probe0", subnet: "10.99.0.0/24",
+        stateDir: "/tmp/cni", netnsDir: "/run/netns" });
+      const { ip, netnsPath } = await net.attach("probe1");
+      const addrs = execFileSync("nsenter", ["--net=" + netnsPath, "ip", "-o", "-4", "addr"]).toString();
+      const masquerade = nat().split("\\n").filter((l) => l.includes("MASQUERADE")).length;
+      await net.detach("probe1");
+      console.log(JSON.stringify({ ip, addrs: addrs.match(/\\d+\\.\\d+\\.\\d+\\.\\d+\\/\\d+/g),
+        masquerade, chainsAfter: nat().split("\\n").filter((l) => l.includes("CNI-")).length,
+        netnsAfter: execFileSync("ls", ["/run/netns"]).toString().trim() }));`;
+    const res = await ctrRun(
+      image.imageName,
+      ["/bin/sh", "-c", `${OWN_NETWORK} && exec node --input-type=module -e "$0"`, script],
+      { privileged: true, env: { ESB_LOG_LEVEL: "warn" } },
+    );
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(JSON.parse(res.stdout.trim().split("\n").at(-1)!)).toEqual({
+      ip: "10.99.0.2",
+      addrs: ["127.0.0.1/8", "10.99.0.2/24"],
+      masquerade: 1,
+      chainsAfter: 0,
+      netnsAfter: "",
+    });
+  }, 120_000);
+
+  it("the runtime image layouts in the image verify (every digest recomputed inside the image)", async () => {
+    const image = agent();
+    const script = `
+      import { createHash } from "node:crypto";
+      import { readFileSync, readdirSync, statSync } from "node:fs";
+      const dir = ${JSON.stringify(RUNTIME_IMAGES_DIR)};
+      const sha = (p) => "sha256:" + createHash("sha256").update(readFileSync(p)).digest("hex");
+      const blob = (rt, d) => dir + "/" + rt + "/blobs/sha256/" + d.slice(7);
+      const out = { runtimes: {}, bad: [], referenced: new Set() };
+      for (const rt of readdirSync(dir).filter((n) => n !== "blobs").sort()) {
+        const layout = JSON.parse(readFileSync(dir + "/" + rt + "/oci-layout", "utf8"));
+        const index = JSON.parse(readFileSync(dir + "/" + rt + "/index.json", "utf8"));
+        const m = index.manifests[0];
+        const check = (d) => { out.referenced.add(d.digest);
+          if (sha(blob(rt, d.digest)) !== d.digest || statSync(blob(rt, d.digest)).size !== d.size) out.bad.push(rt + " " + d.digest); };
+        check(m);
+        const manifest = JSON.parse(readFileSync(blob(rt, m.digest), "utf8"));
+        check(manifest.config);
+        manifest.layers.forEach(check);
+        const config = JSON.parse(readFileSync(blob(rt, manifest.config.digest), "utf8"));
+        out.runtimes[rt] = { layoutVersion: layout.imageLayoutVersion, manifests: index.manifests.length,
+          digest: m.digest, name: m.annotations["io.containerd.image.name"], label: config.config.Labels["dev.esb.runtime"],
+          entrypoint: config.config.Entrypoint, layers: manifest.layers.length };
+      }
+      out.blobFiles = readdirSync(dir + "/blobs/sha256").length;
+      out.referenced = out.referenced.size;
+      console.log(JSON.stringify(out));`;
+    const res = await ctrRun(image.imageName, ["node", "--input-type=module", "-e", script]);
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
+    const out = JSON.parse(res.stdout) as {
+      runtimes: Record<string, { digest: string; name: string; label: string }>;
+      bad: string[];
+      blobFiles: number;
+      referenced: number;
+    };
+    expect(out.bad).toEqual([]);
+    // Each blob once, and none that no layout uses.
+    expect(out.blobFiles).toBe(out.referenced);
+    const expected = Object.fromEntries(
+      image.runtimeImages.map((r) => [
+        r.runtime,
+        {
+          layoutVersion: "1.0.0",
+          manifests: 1,
+          digest: r.manifestDigest,
+          name: `esb.local/runtime/${r.runtime}:${r.tag}`,
+          label: r.runtime,
+          entrypoint: ["/var/lang/bin/node", "/var/runtime/esb/emulator-main.js"],
+          layers: 3,
+        },
+      ]),
+    );
+    expect(out.runtimes).toEqual(expected);
+  }, 120_000);
+
+  it("the agent imports its runtime images into containerd from a read-only root file system, and they run", async () => {
+    const image = agent();
+    const runtimes = [...Object.keys(RUNTIME_NODE_MAJOR), "provided.al2023"];
+    // The agent's own configuration and resolver, as main.ts wires them: RUNTIME_IMAGES_DIR is unset,
+    // so the folder in the image is the default.
+    const script = `
+      import { loadAgentConfig } from "/app/agent-daemonset/dist/agent-config.js";
+      import { ContainerdRuntime } from "/app/agent-daemonset/dist/runtime/containerd-runtime.js";
+      import { createRuntimeImageResolver } from "/app/agent-daemonset/dist/runtime-image-resolver.js";
+      const config = loadAgentConfig({ NODE_NAME: "probe", CONTAINERD_NAMESPACE: ${JSON.stringify(namespace)} });
+      const rt = new ContainerdRuntime({ socketPath: config.containerdSocket, namespace: config.containerdNamespace,
+        network: undefined, stateDir: "/nonexistent" });
+      await rt.start();
+      const resolver = createRuntimeImageResolver(config);
+      const images = {};
+      for (const r of ${JSON.stringify(runtimes)}) images[r] = (await resolver.prepareRuntimeImage(r, rt)).ref;
+      await rt.close();
+      console.log(JSON.stringify({ runtimeImagesDir: config.runtimeImagesDir, resolver: resolver.constructor.name, images }));`;
+    const res = await ctrRun(image.imageName, ["node", "--input-type=module", "-e", script], {
+      readOnly: true,
+      env: { ESB_LOG_LEVEL: "silent" },
+      mounts: { [socket]: "/run/containerd/containerd.sock" },
+    });
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
+    const names = Object.fromEntries(
+      image.runtimeImages.map((r) => [r.runtime, `esb.local/runtime/${r.runtime}:${r.tag}`]),
+    );
+    expect(JSON.parse(res.stdout.trim().split("\n").at(-1)!)).toEqual({
+      runtimeImagesDir: RUNTIME_IMAGES_DIR,
+      resolver: "PrebuiltImageResolver",
+      images: { ...names, "provided.al2023": names.provided },
+    });
+    const listed = (await ctr("images", "ls", "-q")).split("\n");
+    for (const [runtime, major] of Object.entries(RUNTIME_NODE_MAJOR)) {
+      expect(listed).toContain(names[runtime]);
+      const run = await ctrRun(names[runtime], ["/var/lang/bin/node", "--version"]);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(run.stdout.trim()).toMatch(new RegExp(`^v${major}\\.`));
+    }
+  }, 300_000);
 });
