@@ -7,14 +7,37 @@ export interface AgentEndpoint {
 }
 
 /**
+ * An agent that exists, whether or not it can be reached now: in Kubernetes
+ * every pod of the agent DaemonSet, ready or not. Workers may live on its node,
+ * so a function's workers count as destroyed only once this agent said so.
+ */
+export interface KnownAgent {
+  /** Node name (Kubernetes; the pod name while unscheduled) or a stable label (standalone). */
+  name: string;
+  /** Where its AgentService is reached; undefined while it has no address (pending pod). */
+  url?: string;
+  /** True when it is one of {@link AgentDirectory.list}'s agents (up and ready). */
+  ready: boolean;
+  /** Why it is not ready (e.g. `pod Pending`, `pod not Ready`, `pod terminating`), for messages. */
+  state?: string;
+}
+
+/**
  * Where the controller finds the agents. `list()` returns the agents that are up
- * now, sorted by name; `onChange` is called when that set changes (agents
- * appearing or going away), so that functions are re-placed.
+ * now, sorted by name (where functions are placed); `known()` every agent that
+ * exists, reachable or not (where workers may be). Neither is complete before
+ * `isSynced()` is true: until then the controller must not conclude that a
+ * function has no workers left. `onChange` is called when either set changes or
+ * the directory becomes synced, so that functions are re-placed.
  */
 export interface AgentDirectory {
   start(): Promise<void>;
   stop(): Promise<void>;
   list(): AgentEndpoint[];
+  /** Every agent that exists (ready or not), sorted by name; see {@link KnownAgent}. */
+  known(): KnownAgent[];
+  /** True once the directory has learned which agents exist (Kubernetes: a list of the agent pods succeeded). */
+  isSynced(): boolean;
   onChange(listener: () => void): void;
 }
 
@@ -28,8 +51,9 @@ export function agentNameFromUrl(url: string): string {
 }
 
 /**
- * A fixed list of agent URLs (standalone `esb up`, or AGENT_URLS). It never
- * changes; `setAgents` exists for callers (and tests) that manage agents themselves.
+ * A fixed list of agent URLs (standalone `esb up`, or AGENT_URLS). It is synced
+ * from the start and every agent in it is known and ready; `setAgents` exists
+ * for callers (and tests) that manage agents themselves.
  */
 export class StaticAgentDirectory implements AgentDirectory {
   private agents: AgentEndpoint[];
@@ -50,6 +74,14 @@ export class StaticAgentDirectory implements AgentDirectory {
 
   list(): AgentEndpoint[] {
     return [...this.agents];
+  }
+
+  known(): KnownAgent[] {
+    return this.agents.map((a) => ({ ...a, ready: true }));
+  }
+
+  isSynced(): boolean {
+    return true;
   }
 
   onChange(listener: () => void): void {

@@ -9,6 +9,7 @@ export class ControllerMetrics {
   readonly agents: Gauge;
   readonly functions: Gauge;
   readonly queueDepth: Gauge;
+  readonly orphanedWorkersDestroyed: Counter;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
@@ -42,6 +43,11 @@ export class ControllerMetrics {
     this.queueDepth = new Gauge({
       name: "esb_controller_queue_depth",
       help: "Keys waiting in the work queue",
+      registers: [this.registry],
+    });
+    this.orphanedWorkersDestroyed = new Counter({
+      name: "esb_controller_orphaned_workers_destroyed_total",
+      help: "Workers destroyed because their function no longer exists",
       registers: [this.registry],
     });
   }

@@ -25,6 +25,13 @@ export interface ControllerOptions {
   >;
   /** Fine-tuning of the reconciler (timeouts, poll intervals). */
   reconciler?: Partial<Omit<LambdaFunctionReconcilerOptions, "source" | "agents" | "gatewayUrl" | "logger">>;
+  /**
+   * Orphan collection while leading: every `intervalMs` (default: the resync
+   * interval) workers of functions that no longer exist are destroyed on the
+   * agents (see {@link LambdaFunctionReconciler.collectOrphans}; `graceMs` is
+   * its `orphanGraceMs`). `false` turns it off.
+   */
+  orphanCollection?: false | { intervalMs?: number; graceMs?: number };
   /** Work-queue retry backoff. */
   baseRetryDelayMs?: number;
   maxRetryDelayMs?: number;
@@ -36,13 +43,17 @@ export interface ControllerOptions {
  * Runs the LambdaFunction reconciler: the source is watched all the time (so a
  * replica that becomes leader has a warm cache), but keys are only reconciled
  * while this replica leads (always, without leader election). Every function is
- * queued again on resync and whenever the set of agents changes.
+ * queued again on resync and whenever the set of agents changes (or the agent
+ * directory becomes synced). While leading, orphaned workers (of functions that
+ * no longer exist) are collected periodically.
  */
 export class Controller {
   readonly reconciler: LambdaFunctionReconciler;
   private queue?: WorkQueue;
   private elector?: LeaderElector;
   private resyncTimer?: NodeJS.Timeout;
+  private orphanTimer?: NodeJS.Timeout;
+  private sweeping?: Promise<void>;
   private started = false;
   private leading = false;
 
@@ -53,6 +64,10 @@ export class Controller {
       agents: options.agents,
       gatewayUrl: options.gatewayUrl,
       gatewayNamespace: options.gatewayNamespace,
+      ...(options.orphanCollection && options.orphanCollection.graceMs !== undefined
+        ? { orphanGraceMs: options.orphanCollection.graceMs }
+        : {}),
+      onOrphansDestroyed: (n) => options.metrics?.orphanedWorkersDestroyed.inc(n),
       logger: options.logger,
     });
   }
@@ -118,11 +133,35 @@ export class Controller {
     });
     this.queue.start();
     this.enqueueAll();
+    const orphans = this.options.orphanCollection;
+    if (orphans !== false) {
+      this.orphanTimer = setInterval(
+        () => void this.sweepOrphans(),
+        orphans?.intervalMs ?? this.options.resyncMs ?? 30_000,
+      );
+      this.orphanTimer.unref();
+    }
+  }
+
+  /** One orphan sweep at a time; failures are logged, never thrown. */
+  private sweepOrphans(): Promise<void> {
+    if (this.sweeping || !this.leading) return this.sweeping ?? Promise.resolve();
+    this.sweeping = this.reconciler
+      .collectOrphans()
+      .then(() => undefined)
+      .catch((err: unknown) => this.options.logger.warn({ err }, "orphan sweep failed"))
+      .finally(() => {
+        this.sweeping = undefined;
+      });
+    return this.sweeping;
   }
 
   private async stopReconciling(): Promise<void> {
     this.leading = false;
     this.options.metrics?.leader.set(0);
+    clearInterval(this.orphanTimer);
+    this.orphanTimer = undefined;
+    await this.sweeping;
     const q = this.queue;
     this.queue = undefined;
     await q?.stop();

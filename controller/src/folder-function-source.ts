@@ -49,6 +49,7 @@ export class FolderFunctionSource implements FunctionSource {
   private debounce?: NodeJS.Timeout;
   private enqueue: (key: string) => void = () => undefined;
   private scanning: Promise<void> = Promise.resolve();
+  private folderRead = false;
   private readonly dir: string;
 
   constructor(
@@ -105,6 +106,16 @@ export class FolderFunctionSource implements FunctionSource {
     return [...this.entries.keys()];
   }
 
+  /** True when the last scan could read the folder (its functions are then all known). */
+  isSynced(): boolean {
+    return this.folderRead;
+  }
+
+  /** Every namespace: the folder is the only source of `esb up`'s functions. */
+  watches(): boolean {
+    return true;
+  }
+
   get(key: string): LambdaFunction | undefined {
     const e = this.entries.get(key);
     if (!e) return undefined;
@@ -155,8 +166,10 @@ export class FolderFunctionSource implements FunctionSource {
 
   private async scan(): Promise<void> {
     let names: string[];
+    let folderRead = false;
     try {
       names = (await readdir(this.dir)).filter((n) => MANIFEST.test(n)).sort();
+      folderRead = true;
     } catch (err) {
       this.options.logger.warn(
         { err: String((err as Error).message), dir: this.dir },
@@ -239,6 +252,7 @@ export class FolderFunctionSource implements FunctionSource {
       this.generations.delete(k);
     }
     this.entries = next;
+    this.folderRead = folderRead;
     for (const k of [...changed, ...removed]) this.enqueue(k);
   }
 }

@@ -27,6 +27,14 @@ export interface FunctionSource {
   stop(): Promise<void>;
   /** Keys of all functions currently known (for resync). */
   keys(): string[];
+  /**
+   * True once `keys()` is the complete set of live functions (Kubernetes: a list
+   * of LambdaFunctions succeeded; folder: the first scan is done). Workers of
+   * functions missing from it are only treated as orphans when this is true.
+   */
+  isSynced(): boolean;
+  /** True when functions of `namespace` are this source's (a source may watch one namespace only). */
+  watches(namespace: string): boolean;
   /** The current (cached) object, or undefined when it no longer exists. */
   get(key: string): LambdaFunction | undefined;
   /** Adds {@link WORKERS_FINALIZER} if missing; returns the updated object. */

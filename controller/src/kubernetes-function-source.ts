@@ -50,6 +50,8 @@ export class KubernetesFunctionSource implements FunctionSource {
   private stallTimer?: NodeJS.Timeout;
   private restartTimer?: NodeJS.Timeout;
   private stopped = false;
+  private listed = false;
+  private synced = false;
   private readonly recentEvents = new Map<string, number>();
 
   constructor(
@@ -67,19 +69,24 @@ export class KubernetesFunctionSource implements FunctionSource {
     const path = ns
       ? `/apis/${g}/${v}/namespaces/${ns}/${LAMBDA_FUNCTION_PLURAL}`
       : `/apis/${g}/${v}/${LAMBDA_FUNCTION_PLURAL}`;
-    const list = async (): Promise<KubernetesListObject<LambdaFunctionObject>> =>
-      (ns
-        ? await this.custom.listNamespacedCustomObject({
-            group: g,
-            version: v,
-            namespace: ns,
-            plural: LAMBDA_FUNCTION_PLURAL,
-          })
-        : await this.custom.listClusterCustomObject({
-            group: g,
-            version: v,
-            plural: LAMBDA_FUNCTION_PLURAL,
-          })) as KubernetesListObject<LambdaFunctionObject>;
+    const list = async (): Promise<KubernetesListObject<LambdaFunctionObject>> => {
+      const items = (
+        ns
+          ? await this.custom.listNamespacedCustomObject({
+              group: g,
+              version: v,
+              namespace: ns,
+              plural: LAMBDA_FUNCTION_PLURAL,
+            })
+          : await this.custom.listClusterCustomObject({
+              group: g,
+              version: v,
+              plural: LAMBDA_FUNCTION_PLURAL,
+            })
+      ) as KubernetesListObject<LambdaFunctionObject>;
+      this.listed = true;
+      return items;
+    };
     const informer = makeInformer<LambdaFunctionObject>(this.kc, path, list);
     const onObject = (obj: LambdaFunctionObject) => {
       this.lastActivity = Date.now();
@@ -103,6 +110,7 @@ export class KubernetesFunctionSource implements FunctionSource {
     });
     this.informer = informer;
     await informer.start();
+    this.markSynced();
     const stallMs = this.options.stallTimeoutMs ?? 300_000;
     this.stallTimer = setInterval(
       () => {
@@ -126,9 +134,26 @@ export class KubernetesFunctionSource implements FunctionSource {
     try {
       await this.informer.stop();
       await this.informer.start();
+      this.markSynced();
     } catch (err) {
       this.options.logger.warn({ err }, "LambdaFunction watch restart failed");
     }
+  }
+
+  /** The cache is complete once a list succeeded and the informer's start returned (it fills the cache before). */
+  private markSynced(): void {
+    if (this.listed && !this.synced) {
+      this.synced = true;
+      this.options.logger.debug({ functions: this.keys().length }, "LambdaFunction cache synced");
+    }
+  }
+
+  isSynced(): boolean {
+    return this.synced;
+  }
+
+  watches(namespace: string): boolean {
+    return !this.options.namespace || this.options.namespace === namespace;
   }
 
   async stop(): Promise<void> {

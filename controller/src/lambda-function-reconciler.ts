@@ -21,6 +21,10 @@ import type { WorkResult } from "./work-queue.js";
 export const CONDITION_READY = "Ready";
 export const CONDITION_IMAGE_PREPARED = "ImagePrepared";
 export const CONDITION_WARM_POOL_READY = "WarmPoolReady";
+/** Set while a deleted function waits for its workers to be destroyed on every agent. */
+export const CONDITION_WORKERS_DESTROYED = "WorkersDestroyed";
+/** Reason of {@link CONDITION_WORKERS_DESTROYED} (and Ready) while agents are unknown or unreachable. */
+export const REASON_WAITING_FOR_AGENTS = "WaitingForAgents";
 
 /** Options of {@link LambdaFunctionReconciler}. */
 export interface LambdaFunctionReconcilerOptions {
@@ -38,7 +42,32 @@ export interface LambdaFunctionReconcilerOptions {
   warmPollMs?: number;
   /** How soon to try again while no agent is available or a ConfigMap is missing. Default 10 s. */
   waitPollMs?: number;
+  /**
+   * Workers of a function that is not in the (synced) source are destroyed by
+   * {@link LambdaFunctionReconciler.collectOrphans} once the function has been
+   * missing for this long, seen at two sweeps at least. Default 60 s.
+   */
+  orphanGraceMs?: number;
+  /** Called with the number of workers destroyed as orphans (metrics). */
+  onOrphansDestroyed?: (workers: number) => void;
   logger: Logger;
+}
+
+/** Workers of a function destroyed on one agent because the function no longer exists. */
+export interface OrphanCollection {
+  agent: string;
+  function: string;
+  destroyedWorkers: number;
+}
+
+/** What DestroyFunction on every known agent achieved. */
+export interface DestroyOutcome {
+  /** Workers destroyed in all. */
+  destroyed: number;
+  /** Agents (names) that confirmed the function's workers destroyed. */
+  cleaned: string[];
+  /** Agents that exist but could not confirm it, with why. */
+  pending: Array<{ agent: string; reason: string }>;
 }
 
 /** Raised (so the work queue backs off and retries) when agents could not do what was asked. */
@@ -75,7 +104,9 @@ interface Placement {
  * folder source. `reconcile(key)` brings the agents in line with the function:
  *
  * - deleted (deletionTimestamp, or gone from the source): DestroyFunction on
- *   every agent, then the `esb.dev/workers` finalizer is removed;
+ *   every agent that exists (ready or not); the `esb.dev/workers` finalizer is
+ *   removed only when the agent directory has synced and every one of them
+ *   confirmed it (see `finalize`);
  * - otherwise: adds the finalizer, checks what the schema cannot (ConfigMap
  *   exists and its keys are file names; `code.path` only standalone), computes
  *   the revision, calls PrepareFunction on every available agent with a share
@@ -89,15 +120,17 @@ interface Placement {
 export class LambdaFunctionReconciler {
   private readonly clients = new Map<string, AgentHandle>();
   private readonly placements = new Map<string, Placement>();
+  /** `<agent url> <function key>` → when the sweep first found workers of a function missing from the source. */
+  private readonly orphanSince = new Map<string, number>();
   private readonly log: Logger;
 
   constructor(private readonly options: LambdaFunctionReconcilerOptions) {
     this.log = options.logger;
   }
 
-  /** Closes agent clients that are no longer listed. */
+  /** Closes agent clients of agents that no longer exist. */
   pruneClients(): void {
-    const urls = new Set(this.options.agents.list().map((a) => a.url));
+    const urls = new Set(this.options.agents.known().map((a) => a.url));
     for (const url of this.clients.keys()) if (!urls.has(url)) this.clients.delete(url);
   }
 
@@ -127,43 +160,189 @@ export class LambdaFunctionReconciler {
   private async forget(key: string): Promise<WorkResult> {
     const placement = this.placements.get(key);
     if (!placement) return;
-    await this.destroyEverywhere(key);
+    if (!this.options.agents.isSynced())
+      throw new ReconcileError(`function ${key} removed; waiting for the agent directory to sync`);
+    const out = await this.destroyOnKnownAgents(key);
+    if (out.pending.length > 0)
+      throw new ReconcileError(`function ${key} removed; workers not yet destroyed on ${pendingText(out)}`);
     this.placements.delete(key);
-    this.log.info({ function: key }, "function removed; workers destroyed");
+    this.log.info({ function: key, destroyed: out.destroyed }, "function removed; workers destroyed");
   }
 
+  /**
+   * A deleted function keeps {@link WORKERS_FINALIZER} until every agent that
+   * exists confirmed its workers destroyed: not while the agent directory has
+   * not synced (a new leader does not know the agents yet), and not while an
+   * agent is pending, unready or unreachable. Meanwhile the function shows
+   * WorkersDestroyed=False (and Ready=False) with reason WaitingForAgents, a
+   * Warning Event says why, and the key is retried with the work queue's backoff.
+   */
   private async finalize(key: string, fn: LambdaFunction): Promise<WorkResult> {
     if (!fn.metadata.finalizers?.includes(WORKERS_FINALIZER)) return;
-    const destroyed = await this.destroyEverywhere(key);
+    const agents = this.options.agents;
+    if (!agents.isSynced())
+      return this.waitForAgents(
+        fn,
+        "the controller does not know the ESB agents yet (agent directory not synced); the finalizer stays until every agent has destroyed the function's workers",
+      );
+    const out = await this.destroyOnKnownAgents(key);
+    if (out.pending.length > 0)
+      return this.waitForAgents(
+        fn,
+        `workers not yet destroyed on ${pendingText(out)}${out.cleaned.length ? ` (done on ${out.cleaned.join(", ")})` : ""}; the finalizer stays until every agent has destroyed them`,
+      );
     await this.options.source.recordEvent(
       fn,
       "Normal",
       "WorkersDestroyed",
-      `destroyed ${destroyed} workers on ${this.options.agents.list().length} nodes`,
+      `destroyed ${out.destroyed} workers on ${out.cleaned.length} nodes`,
     );
     await this.options.source.removeFinalizer(fn);
     this.placements.delete(key);
-    this.log.info({ function: key, destroyed }, "function deleted; workers destroyed, finalizer removed");
+    this.log.info(
+      { function: key, destroyed: out.destroyed, agents: out.cleaned },
+      "function deleted; workers destroyed, finalizer removed",
+    );
   }
 
-  private async destroyEverywhere(key: string): Promise<number> {
+  /** Reports that a deletion waits for agents (condition + Event) and throws, so the key is retried with backoff. */
+  private async waitForAgents(fn: LambdaFunction, message: string): Promise<never> {
+    const generation = fn.metadata.generation ?? 1;
+    const conditions = mergeConditions(fn.status?.conditions, [
+      {
+        type: CONDITION_READY,
+        status: "False",
+        reason: REASON_WAITING_FOR_AGENTS,
+        message,
+        observedGeneration: generation,
+      },
+      {
+        type: CONDITION_WORKERS_DESTROYED,
+        status: "False",
+        reason: REASON_WAITING_FOR_AGENTS,
+        message,
+        observedGeneration: generation,
+      },
+    ]);
+    const status: LambdaFunctionStatus = { ...fn.status, conditions };
+    try {
+      await this.options.source.recordEvent(fn, "Warning", REASON_WAITING_FOR_AGENTS, message);
+      if (!sameStatus(fn.status, status)) await this.options.source.updateStatus(fn, status);
+    } catch (err) {
+      this.log.warn(
+        { function: functionKey(fn), err: String((err as Error)?.message ?? err) },
+        "could not report that the deletion waits for agents",
+      );
+    }
+    throw new ReconcileError(`deletion of ${functionKey(fn)} waits: ${message}`);
+  }
+
+  /**
+   * DestroyFunction on every agent that exists ({@link AgentDirectory.known}),
+   * each address called once. An agent without an address, or whose call
+   * failed, is pending: it may still run the function's workers.
+   */
+  async destroyOnKnownAgents(key: string): Promise<DestroyOutcome> {
     const ref = parseFunctionKey(key);
-    const agents = this.options.agents.list();
-    const results = await Promise.allSettled(
-      agents.map((a) =>
-        this.client(a).destroyFunction(
-          { function: ref },
-          { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
-        ),
-      ),
+    const known = this.options.agents.known();
+    const urls = [...new Set(known.flatMap((a) => (a.url ? [a.url] : [])))];
+    const results = new Map<string, { ok: true; destroyed: number } | { ok: false; reason: string }>();
+    await Promise.all(
+      urls.map(async (url) => {
+        const agent = known.find((a) => a.url === url)!;
+        try {
+          const res = await this.client({ name: agent.name, url }).destroyFunction(
+            { function: ref },
+            { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+          );
+          results.set(url, { ok: true, destroyed: res.destroyedWorkers });
+        } catch (err) {
+          const e = ConnectError.from(err);
+          results.set(url, { ok: false, reason: `${Code[e.code]}: ${e.rawMessage}` });
+        }
+      }),
     );
-    const failures = results
-      .map((r, i) =>
-        r.status === "rejected" ? `${agents[i].name}: ${ConnectError.from(r.reason).message}` : undefined,
-      )
-      .filter((x): x is string => x !== undefined);
-    if (failures.length > 0) throw new ReconcileError(`DestroyFunction failed on ${failures.join("; ")}`);
-    return results.reduce((n, r) => n + (r.status === "fulfilled" ? r.value.destroyedWorkers : 0), 0);
+    const out: DestroyOutcome = { destroyed: 0, cleaned: [], pending: [] };
+    for (const r of results.values()) if (r.ok) out.destroyed += r.destroyed;
+    for (const a of known) {
+      const r = a.url ? results.get(a.url) : undefined;
+      if (r?.ok) out.cleaned.push(a.name);
+      else out.pending.push({ agent: a.name, reason: r ? r.reason : (a.state ?? "no address") });
+    }
+    return out;
+  }
+
+  /**
+   * Destroys workers whose function no longer exists: asks every ready agent
+   * for its workers (ListWorkers) and, for each function of a watched namespace
+   * that the source does not hold, calls DestroyFunction on that agent once the
+   * function has been missing for `orphanGraceMs` (seen at two sweeps at least,
+   * checked again right before). Does nothing unless both the source and the
+   * agent directory are synced: only then is "missing" known to mean "gone".
+   * Agents that do not answer are skipped until the next sweep.
+   */
+  async collectOrphans(): Promise<OrphanCollection[]> {
+    const { source, agents } = this.options;
+    if (!source.isSynced() || !agents.isSynced()) return [];
+    const grace = this.options.orphanGraceMs ?? 60_000;
+    const live = new Set(source.keys());
+    const seen = new Set<string>();
+    const collected: OrphanCollection[] = [];
+    for (const agent of agents.list()) {
+      let keys: string[];
+      try {
+        const res = await this.client(agent).listWorkers(
+          {},
+          { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+        );
+        keys = [
+          ...new Set(
+            res.workers.flatMap((w) =>
+              w.function?.name && source.watches(w.function.namespace)
+                ? [functionKey({ metadata: { namespace: w.function.namespace, name: w.function.name } })]
+                : [],
+            ),
+          ),
+        ];
+      } catch (err) {
+        this.log.debug(
+          { agent: agent.name, err: ConnectError.from(err).rawMessage },
+          "orphan sweep: ListWorkers failed; agent skipped",
+        );
+        continue;
+      }
+      for (const key of keys) {
+        if (live.has(key)) continue;
+        const id = `${agent.url} ${key}`;
+        seen.add(id);
+        const since = this.orphanSince.get(id);
+        if (since === undefined) {
+          this.orphanSince.set(id, Date.now());
+          continue;
+        }
+        if (Date.now() - since < grace || source.get(key)) continue;
+        try {
+          const res = await this.client(agent).destroyFunction(
+            { function: parseFunctionKey(key) },
+            { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+          );
+          this.orphanSince.delete(id);
+          collected.push({ agent: agent.name, function: key, destroyedWorkers: res.destroyedWorkers });
+          this.options.onOrphansDestroyed?.(res.destroyedWorkers);
+          this.log.info(
+            { function: key, agent: agent.name, destroyed: res.destroyedWorkers },
+            "destroyed orphaned workers of a function that no longer exists",
+          );
+        } catch (err) {
+          this.log.warn(
+            { function: key, agent: agent.name, err: ConnectError.from(err).rawMessage },
+            "orphan sweep: DestroyFunction failed; retried at the next sweep",
+          );
+        }
+      }
+    }
+    for (const id of this.orphanSince.keys()) if (!seen.has(id)) this.orphanSince.delete(id);
+    return collected;
   }
 
   private async sync(key: string, fn: LambdaFunction): Promise<WorkResult> {
@@ -180,6 +359,10 @@ export class LambdaFunctionReconciler {
     }
     const code = resolved.code;
     const revision = functionRevision(fn.spec, code);
+    // Before the directory knows the agents, "no agents" would be a false report
+    // (a new leader would mark every function NoAgents for a moment): wait instead.
+    if (!this.options.agents.isSynced())
+      return { requeueAfterMs: Math.min(this.options.waitPollMs ?? 10_000, 1000) };
     const agents = this.options.agents.list();
     if (agents.length === 0) {
       await this.writeStatus(
@@ -475,9 +658,19 @@ export function mergeConditions(
     const o = old?.find((c) => c.type === n.type);
     out.push({ ...n, lastTransitionTime: o && o.status === n.status ? o.lastTransitionTime : now });
   }
-  const order = [CONDITION_READY, CONDITION_IMAGE_PREPARED, CONDITION_WARM_POOL_READY];
+  const order = [
+    CONDITION_READY,
+    CONDITION_IMAGE_PREPARED,
+    CONDITION_WARM_POOL_READY,
+    CONDITION_WORKERS_DESTROYED,
+  ];
   const rank = (t: string) => (order.includes(t) ? order.indexOf(t) : order.length);
   return out.sort((a, b) => rank(a.type) - rank(b.type));
+}
+
+/** `node-a (Unavailable: …), node-b (pod Pending)` for messages. */
+function pendingText(out: DestroyOutcome): string {
+  return out.pending.map((p) => `${p.agent} (${p.reason})`).join(", ");
 }
 
 function canonical(v: unknown): string {

@@ -2,17 +2,20 @@ import { createServer, type Http2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { AgentService, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { AgentService, WorkerState, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
 
 /** One recorded AgentService call. */
 export type RecordedCall =
-  { method: "PrepareFunction"; key: string; spec: FunctionSpec } | { method: "DestroyFunction"; key: string };
+  | { method: "PrepareFunction"; key: string; spec: FunctionSpec }
+  | { method: "DestroyFunction"; key: string }
+  | { method: "ListWorkers"; key: string };
 
 /**
  * TEST STAND-IN for the ESB agent: a real Connect AgentService server (gRPC over
  * HTTP/2 cleartext on 127.0.0.1) that records PrepareFunction and
  * DestroyFunction calls and answers like an agent whose provisioned workers are
- * all warm at once. It exists so that the controller can be tested against the
+ * all warm at once; ListWorkers lists one paused worker per provisioned worker
+ * (at least one per prepared function). It exists so that the controller can be tested against the
  * real kube-apiserver without containerd; end-to-end tests with the real agent
  * (agent-daemonset) replace it there. Not for production use.
  */
@@ -22,18 +25,25 @@ export class RecordingTestAgent {
   readonly functions = new Map<string, FunctionSpec>();
   /** When set, PrepareFunction fails with this error. */
   failPrepare?: ConnectError;
+  /** When set, every call fails with this error (an agent that is listed but does not work). */
+  failAll?: ConnectError;
   private server?: Http2Server;
   private readonly sessions = new Set<import("node:http2").ServerHttp2Session>();
   url = "";
 
-  /** Starts listening on a free loopback port; `url` is set afterwards. */
-  async start(): Promise<this> {
+  /**
+   * Starts listening on `host` (default 127.0.0.1) and `port` (default: a free
+   * one); `url` is set afterwards.
+   */
+  async start(options: { host?: string; port?: number } = {}): Promise<this> {
+    const host = options.host ?? "127.0.0.1";
     const routes = (router: ConnectRouter) =>
       router.service(AgentService, {
         prepareFunction: async (req) => {
           const spec = req.spec!;
           const key = `${spec.ref?.namespace}/${spec.ref?.name}`;
           this.calls.push({ method: "PrepareFunction", key, spec });
+          if (this.failAll) throw this.failAll;
           if (this.failPrepare) throw this.failPrepare;
           this.functions.set(key, spec);
           const n = spec.provisionedConcurrency;
@@ -42,9 +52,27 @@ export class RecordingTestAgent {
         destroyFunction: async (req) => {
           const key = `${req.function?.namespace}/${req.function?.name}`;
           this.calls.push({ method: "DestroyFunction", key });
+          if (this.failAll) throw this.failAll;
           const had = this.functions.get(key);
           this.functions.delete(key);
           return { destroyedWorkers: had?.provisionedConcurrency ?? 0 };
+        },
+        listWorkers: async (req) => {
+          const only = req.function?.name ? `${req.function.namespace}/${req.function.name}` : "";
+          this.calls.push({ method: "ListWorkers", key: only });
+          if (this.failAll) throw this.failAll;
+          const workers = [...this.functions]
+            .filter(([key]) => !only || key === only)
+            .flatMap(([key, spec]) =>
+              Array.from({ length: Math.max(1, spec.provisionedConcurrency) }, (_, i) => ({
+                workerId: `${key.replace("/", "-")}-${i}`,
+                function: spec.ref,
+                generation: spec.generation,
+                revision: spec.revision,
+                state: WorkerState.PAUSED,
+              })),
+            );
+          return { workers };
         },
       });
     this.server = createServer(connectNodeAdapter({ routes }));
@@ -52,9 +80,27 @@ export class RecordingTestAgent {
       this.sessions.add(s);
       s.on("close", () => this.sessions.delete(s));
     });
-    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once("error", reject);
+      this.server!.listen(options.port ?? 0, host, resolve);
+    });
+    this.url = `http://${host}:${(this.server.address() as AddressInfo).port}`;
     return this;
+  }
+
+  /**
+   * Pretends that workers of `key` run here (as if prepared by an earlier
+   * controller), without recording a call: for orphan and uninstall tests.
+   */
+  addFunction(key: string, provisionedConcurrency = 1): void {
+    const [namespace, name] = key.split("/");
+    // Only the fields this stand-in reads (ref, provisionedConcurrency) matter.
+    this.functions.set(key, {
+      ref: { namespace, name },
+      provisionedConcurrency,
+      generation: 1n,
+      revision: "external",
+    } as unknown as FunctionSpec);
   }
 
   /** Calls of one method for one function. */
