@@ -31,6 +31,12 @@ export interface ControllerConfig {
   resyncSeconds: number;
   /** Timeout of one PrepareFunction call (includes pulling the image). */
   prepareTimeoutSeconds: number;
+  /** Workers of a function that no longer exists are destroyed after it has been gone this long. */
+  orphanGraceSeconds: number;
+  /** `uninstall` mode: the controllers' Deployment (in POD_NAMESPACE) to scale to 0 first; empty: none. */
+  controllerDeployment: string;
+  /** `uninstall` mode: bound on stopping the controllers and reaching the agents. */
+  uninstallTimeoutSeconds: number;
 }
 
 function bool(v: string | undefined, dflt: boolean): boolean {
@@ -52,7 +58,9 @@ function int(name: string, v: string | undefined, dflt: number): number {
  * AGENT_NAMESPACE, AGENT_PORT (50051), AGENT_URLS (comma-separated), GATEWAY_URL,
  * GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION (true), LEASE_NAME,
  * LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080), HEALTH_PORT (8081),
- * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300). Throws on malformed numbers.
+ * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300), ORPHAN_GRACE_SECONDS (60),
+ * and for the `uninstall` mode CONTROLLER_DEPLOYMENT and UNINSTALL_TIMEOUT_SECONDS
+ * (120). Throws on malformed numbers.
  */
 export function loadControllerConfig(env: NodeJS.ProcessEnv = process.env): ControllerConfig {
   const podNamespace = env.POD_NAMESPACE || "esb-system";
@@ -77,5 +85,8 @@ export function loadControllerConfig(env: NodeJS.ProcessEnv = process.env): Cont
     healthPort: int("HEALTH_PORT", env.HEALTH_PORT, 8081),
     resyncSeconds: int("RESYNC_SECONDS", env.RESYNC_SECONDS, 30),
     prepareTimeoutSeconds: int("PREPARE_TIMEOUT_SECONDS", env.PREPARE_TIMEOUT_SECONDS, 300),
+    orphanGraceSeconds: int("ORPHAN_GRACE_SECONDS", env.ORPHAN_GRACE_SECONDS, 60),
+    controllerDeployment: env.CONTROLLER_DEPLOYMENT ?? "",
+    uninstallTimeoutSeconds: int("UNINSTALL_TIMEOUT_SECONDS", env.UNINSTALL_TIMEOUT_SECONDS, 120),
   };
 }

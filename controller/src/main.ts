@@ -11,19 +11,32 @@ import { FolderFunctionSource } from "./folder-function-source.js";
 import type { FunctionSource } from "./function-source.js";
 import { KubernetesAgentDirectory } from "./kubernetes-agent-directory.js";
 import { KubernetesFunctionSource } from "./kubernetes-function-source.js";
+import { Uninstaller, formatUninstallReport } from "./uninstall.js";
 
 const HELP = `esb-controller: reconciles LambdaFunction resources into ESB agent requests.
 
 Usage: esb-controller [--functions DIR] [--help] [--version]
+       esb-controller uninstall [--controller-deployment NAME] [--timeout SECONDS]
 
   --functions DIR   standalone: read LambdaFunction manifests from DIR (no Kubernetes)
   --help            show this help
   --version         show the version
 
+  uninstall         tear ESB down (the Helm chart's pre-delete hook runs it):
+                    scale the controller Deployment NAME (in POD_NAMESPACE) to 0
+                    and wait for its pods to be gone, destroy every function's
+                    workers on every agent, then remove the esb.dev/workers
+                    finalizer from every LambdaFunction (the LambdaFunctions
+                    stay). Agents not reached within SECONDS (default 120) are
+                    reported; finalizers are removed anyway. Exit 1 only when a
+                    finalizer could not be removed.
+
 Environment: WATCH_NAMESPACE, AGENT_SELECTOR, AGENT_NAMESPACE, AGENT_PORT,
 AGENT_URLS, GATEWAY_URL, GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION,
 LEASE_NAME, LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080),
-HEALTH_PORT (8081), RESYNC_SECONDS, PREPARE_TIMEOUT_SECONDS, ESB_LOG_LEVEL.
+HEALTH_PORT (8081), RESYNC_SECONDS, PREPARE_TIMEOUT_SECONDS,
+ORPHAN_GRACE_SECONDS (60), ESB_LOG_LEVEL; uninstall: CONTROLLER_DEPLOYMENT,
+UNINSTALL_TIMEOUT_SECONDS (120).
 Kubernetes access: in-cluster service account, else KUBECONFIG / ~/.kube/config.
 `;
 
@@ -41,6 +54,41 @@ function listen(server: Server, port: number): Promise<void> {
   });
 }
 
+function flagValue(argv: string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag);
+  if (i < 0) return undefined;
+  if (!argv[i + 1]) throw new Error(`${flag} needs a value`);
+  return argv[i + 1];
+}
+
+/** `esb-controller uninstall`: see HELP. Returns the exit code. */
+async function uninstall(argv: string[]): Promise<number> {
+  const config = loadControllerConfig();
+  const deployment = flagValue(argv, "--controller-deployment") ?? config.controllerDeployment;
+  const timeout = flagValue(argv, "--timeout");
+  const timeoutSeconds = timeout === undefined ? config.uninstallTimeoutSeconds : Number(timeout);
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 0)
+    throw new Error(`--timeout must be a non-negative integer (got ${JSON.stringify(timeout)})`);
+  const logger = createLogger("controller-uninstall");
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  const agents: AgentDirectory = config.agentUrls.length
+    ? new StaticAgentDirectory(config.agentUrls)
+    : new KubernetesAgentDirectory(kc, config.agentNamespace, config.agentSelector, config.agentPort, logger);
+  const report = await new Uninstaller({
+    kubeConfig: kc,
+    watchNamespace: config.watchNamespace,
+    agents,
+    controllerDeployment: deployment ? { namespace: config.podNamespace, name: deployment } : undefined,
+    timeoutMs: timeoutSeconds * 1000,
+    instance: config.podName,
+    logger,
+  }).run();
+  logger.info({ report }, "uninstall finished");
+  process.stdout.write(formatUninstallReport(report));
+  return report.finalizerFailures.length > 0 ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<void> {
   if (argv.includes("--help") || argv.includes("-h")) {
     process.stdout.write(HELP);
@@ -49,6 +97,9 @@ async function main(argv: string[]): Promise<void> {
   if (argv.includes("--version")) {
     process.stdout.write(`${version()}\n`);
     return;
+  }
+  if (argv[0] === "uninstall") {
+    process.exit(await uninstall(argv.slice(1)));
   }
   const config = loadControllerConfig();
   const fi = argv.indexOf("--functions");
@@ -92,6 +143,7 @@ async function main(argv: string[]): Promise<void> {
     gatewayNamespace: config.gatewayNamespace,
     resyncMs: config.resyncSeconds * 1000,
     reconciler: { prepareTimeoutMs: config.prepareTimeoutSeconds * 1000 },
+    orphanCollection: { graceMs: config.orphanGraceSeconds * 1000 },
     metrics,
     logger,
     leaderElection:
