@@ -7,7 +7,7 @@
 #           `export ESB_TEST_...=...` lines on stdout (logs go to stderr)
 #   down    stops both and kills anything left over from DIR
 #   status  says whether each is running
-# Binaries come from PATH or ~/.cache/esb/bin (hack/build-kube-apiserver.sh).
+# Binaries come from PATH or ~/.cache/esb/bin (hack/build-kubernetes.sh).
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
 [[ -n $cmd && -n $dir ]] || { echo "usage: $0 up|down|status DIR" >&2; exit 2; }
@@ -131,7 +131,7 @@ YAML
 up() {
   local b
   for b in etcd kube-apiserver; do
-    command -v "$b" >/dev/null || { log "$b not found: run hack/build-kube-apiserver.sh (installs into ~/.cache/esb/bin)"; exit 1; }
+    command -v "$b" >/dev/null || { log "$b not found: run hack/build-kubernetes.sh (installs into ~/.cache/esb/bin)"; exit 1; }
   done
   if running kube-apiserver || running etcd; then log "already running in $dir; stopping it first"; down; fi
   trap 'log "start-up failed; stopping what started"; down' ERR

@@ -37,9 +37,7 @@ export function cachedTool(name: "helm" | "kubectl"): string {
   const bin = join(process.env.ESB_CACHE_DIR ?? join(homedir(), ".cache", "esb"), "bin", name);
   if (!existsSync(bin)) {
     const target =
-      name === "helm"
-        ? "make helm (hack/build-helm.sh)"
-        : "make kube-apiserver (hack/build-kube-apiserver.sh)";
+      name === "helm" ? "make helm (hack/build-helm.sh)" : "make kube-apiserver (hack/build-kubernetes.sh)";
     throw new Error(`${name} is not built: ${bin} is missing; run ${target}`);
   }
   return bin;
