@@ -1,0 +1,107 @@
+# `hack/cluster.sh down`: undoes everything `up` did (sourced; needs the variables set there).
+# Every step tolerates a cluster that never started or is half-gone.
+
+stop_proc() { # name
+  local f=$dir/pids/$1 pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# Every task in the cluster's containerd (pods in k8s.io, ESB's workers in esb):
+# thawed (a frozen task ignores SIGKILL), killed and deleted with its container.
+remove_containers() {
+  local c="ctr --address $containerd_sock" ns t
+  $c version >/dev/null 2>&1 || return 0
+  for ns in $($c namespaces ls -q 2>/dev/null); do
+    for t in $($c -n "$ns" tasks ls -q 2>/dev/null); do
+      $c -n "$ns" tasks resume "$t" >/dev/null 2>&1 || true
+      $c -n "$ns" tasks kill -a -s SIGKILL "$t" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for t in $($c -n "$ns" tasks ls -q 2>/dev/null); do $c -n "$ns" tasks delete -f "$t" >/dev/null 2>&1 || true; done
+    for t in $($c -n "$ns" containers ls -q 2>/dev/null); do $c -n "$ns" containers delete "$t" >/dev/null 2>&1 || true; done
+  done
+}
+
+# Shims of this containerd that outlived it, and the sockets they leave in /run/containerd/s.
+kill_shims() {
+  pkill -9 -f -- "-address $containerd_sock" 2>/dev/null || true
+  local s listening
+  listening=$(ss -xlH 2>/dev/null | awk '{ print $5 }')
+  for s in /run/containerd/s/*; do
+    [[ -S $s ]] || continue
+    grep -qxF "${s#unix://}" <<<"$listening" || rm -f "$s"
+  done
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+}
+
+# Mounts under the cluster's folder (pod volumes, network namespaces, rootfs snapshots), deepest first.
+unmount_all() {
+  local m
+  for m in $(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+}
+
+# Rules and chains of kubelet and kube-proxy (KUBE-*) and ours (ESB-LOCAL-*), IPv4 and IPv6.
+remove_iptables() {
+  local ipt table chain rule
+  [[ -x $(command -v kube-proxy) && -f $dir/kube-proxy.yaml ]] && kube-proxy --cleanup --config "$dir/kube-proxy.yaml" >/dev/null 2>&1 || true
+  for ipt in iptables ip6tables; do
+    command -v $ipt >/dev/null || continue
+    for table in filter nat mangle; do
+      # Jumps into those chains from the built-in chains first, then the chains themselves.
+      $ipt -t $table -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j (KUBE-|ESB-LOCAL-)' | grep -vE '^-A (KUBE-|ESB-LOCAL-)' |
+        while read -r rule; do eval "$ipt -t $table ${rule/-A/-D}" 2>/dev/null || true; done || true
+      for chain in $($ipt -t $table -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE-|ESB-LOCAL-)/ { print $2 }'); do
+        $ipt -t $table -F "$chain" 2>/dev/null || true
+      done
+      for chain in $($ipt -t $table -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE-|ESB-LOCAL-)/ { print $2 }'); do
+        $ipt -t $table -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+restore_host_state() {
+  local line f
+  if [[ -f $dir/host/sysctls ]]; then
+    while IFS= read -r line; do sysctl -qw "$line" 2>/dev/null || log "could not restore $line"; done <"$dir/host/sysctls"
+  fi
+  if [[ -f $dir/host/created ]]; then
+    while IFS= read -r f; do [[ -n $f ]] && rm -rf "$f"; done <"$dir/host/created"
+  fi
+  # kubelet's device-plugin socket and container-log links of this cluster, where the folders were there before.
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
+  # Empty cgroups the kubelet made (kubepods and its QoS and pod children).
+  find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
+}
+
+down_all() {
+  local p
+  for p in ingress kube-proxy kube-scheduler kube-controller-manager; do stop_proc "$p"; done
+  remove_containers
+  stop_proc kubelet
+  remove_containers
+  stop_proc containerd
+  kill_shims
+  stop_proc kube-apiserver
+  stop_proc etcd
+  unmount_all
+  # Network namespaces of ESB's workers (the chart's agent.netnsDir under $dir) go with the unmount;
+  # veths die with their namespaces; the bridge is ours.
+  ip link del "$bridge" 2>/dev/null || true
+  remove_iptables
+  restore_host_state
+  # Only a folder that `up` marked as its own is removed whole.
+  if [[ -f $dir/.esb-cluster ]]; then rm -rf "$dir"; else log "$dir is not marked as a cluster folder; left in place"; fi
+  [[ -f $lock && $(cat "$lock") == "$dir" ]] && rm -f "$lock"
+  return 0
+}
