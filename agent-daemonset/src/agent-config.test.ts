@@ -26,8 +26,10 @@ describe("loadAgentConfig", () => {
       AGENT_MEMORY_MB: "2048",
       AGENT_MAX_CONCURRENT_STARTS: "3",
       RUNTIME_IMAGE: "localhost:5000/esb/runtime:{runtime}",
+      WORKER_CGROUP_PARENT: "/kubepods/esb",
     });
     expect(c).toMatchObject({
+      workerCgroupParent: "/kubepods/esb",
       runtime: "docker",
       port: 6000,
       cniMode: "cluster",
@@ -74,5 +76,7 @@ describe("loadAgentConfig", () => {
     expect(() => loadAgentConfig({ CNI_BRIDGE: "a-bridge-name-too-long" })).toThrow(/CNI_BRIDGE/);
     expect(() => loadAgentConfig({ RUNTIME_IMAGE: "x:latest" })).toThrow(/\{runtime\}/);
     expect(() => loadAgentConfig({ AGENT_MEMORY_MB: "12" })).toThrow(/AGENT_MEMORY_MB/);
+    expect(() => loadAgentConfig({ WORKER_CGROUP_PARENT: "kubepods" })).toThrow(/WORKER_CGROUP_PARENT/);
+    expect(() => loadAgentConfig({ WORKER_CGROUP_PARENT: "/a/../b" })).toThrow(/WORKER_CGROUP_PARENT/);
   });
 });

@@ -8,6 +8,8 @@ export interface AgentConfig {
   runtime: "containerd" | "docker";
   containerdSocket: string;
   containerdNamespace: string;
+  /** Parent cgroup of the workers (containerd runtime), e.g. `/kubepods/esb`; default `/<namespace>`. */
+  workerCgroupParent?: string;
   /** Docker (or Podman) API socket for the docker runtime. */
   dockerSocket: string;
   /** AgentService port (gRPC + Connect over HTTP/2 cleartext). */
@@ -52,6 +54,7 @@ export const AGENT_ENV_HELP: [string, string][] = [
   ["AGENT_RUNTIME", "containerd (default) or docker"],
   ["CONTAINERD_SOCKET", "containerd gRPC socket (default /run/containerd/containerd.sock)"],
   ["CONTAINERD_NAMESPACE", "containerd namespace (default esb)"],
+  ["WORKER_CGROUP_PARENT", "parent cgroup of the workers, absolute (default /<CONTAINERD_NAMESPACE>)"],
   ["DOCKER_SOCKET", "Docker/Podman API socket for AGENT_RUNTIME=docker (default /var/run/docker.sock)"],
   ["AGENT_PORT", "AgentService port, gRPC and Connect over h2c (default 50051)"],
   ["AGENT_METRICS_PORT", "/healthz /readyz /metrics port (default 9090)"],
@@ -164,6 +167,7 @@ export function loadAgentConfig(
     runtime: oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd"),
     containerdSocket: env.CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
     containerdNamespace: env.CONTAINERD_NAMESPACE || "esb",
+    workerCgroupParent: cgroupParent(env.WORKER_CGROUP_PARENT),
     dockerSocket: env.DOCKER_SOCKET || "/var/run/docker.sock",
     port: port(env, "AGENT_PORT", 50051),
     metricsPort: port(env, "AGENT_METRICS_PORT", 9090),
@@ -183,4 +187,14 @@ export function loadAgentConfig(
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
   };
+}
+
+/** WORKER_CGROUP_PARENT: unset or an absolute cgroup path without `..`. */
+function cgroupParent(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  if (!value.startsWith("/") || value.split("/").includes(".."))
+    throw new AgentConfigError(
+      `WORKER_CGROUP_PARENT="${value}" must be an absolute cgroup path such as /kubepods/esb`,
+    );
+  return value;
 }

@@ -81,6 +81,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     runtime = new ContainerdRuntime({
       socketPath: config.containerdSocket,
       namespace: config.containerdNamespace,
+      cgroupParent: config.workerCgroupParent,
       network,
       stateDir: join(config.stateDir, "containerd"),
       insecureRegistries: config.insecureRegistries,

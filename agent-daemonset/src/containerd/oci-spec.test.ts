@@ -26,7 +26,7 @@ const spec: WorkerSpec = {
 };
 
 describe("buildWorkerSpec", () => {
-  const s = buildWorkerSpec(spec, image, { netnsPath: "/run/netns/esb-w1", namespace: "esb" });
+  const s = buildWorkerSpec(spec, image, { netnsPath: "/run/netns/esb-w1", cgroupParent: "/esb" });
 
   it("runs the image's entrypoint + cmd as the image user with merged env", () => {
     expect(s.process.args).toEqual(["/entry", "arg"]);
@@ -36,7 +36,7 @@ describe("buildWorkerSpec", () => {
     expect(
       buildWorkerSpec({ ...spec, args: ["/x"], workingDir: "/w" }, image, {
         netnsPath: "/n",
-        namespace: "esb",
+        cgroupParent: "/esb",
       }).process,
     ).toMatchObject({
       args: ["/x"],
@@ -84,7 +84,7 @@ describe("buildWorkerSpec", () => {
   it("refuses a worker without a command", () => {
     const bare = { ...image, config: { ...image.config, entrypoint: [], cmd: [] } };
     expect(() =>
-      buildWorkerSpec({ ...spec, image: bare }, bare, { netnsPath: "/n", namespace: "esb" }),
+      buildWorkerSpec({ ...spec, image: bare }, bare, { netnsPath: "/n", cgroupParent: "/esb" }),
     ).toThrow(/no command/);
   });
 });

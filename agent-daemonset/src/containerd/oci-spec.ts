@@ -45,8 +45,8 @@ export interface OciRuntimeSpec {
 export interface SpecContext {
   /** Network namespace the worker joins (made by the WorkerNetwork). */
   netnsPath: string;
-  /** containerd namespace; part of the cgroup path. */
-  namespace: string;
+  /** Parent cgroup of the worker's cgroup (`<cgroupParent>/<worker id>`), e.g. `/esb`. */
+  cgroupParent: string;
 }
 
 /** Open files limit in AWS Lambda. */
@@ -146,7 +146,7 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
       })),
     ],
     linux: {
-      cgroupsPath: `/${ctx.namespace}/${spec.id}`,
+      cgroupsPath: `${ctx.cgroupParent}/${spec.id}`,
       resources: {
         devices: [{ allow: false, access: "rwm" }],
         memory: { limit: memoryBytes, swap: memoryBytes },

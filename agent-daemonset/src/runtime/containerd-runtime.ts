@@ -59,6 +59,11 @@ export interface ContainerdRuntimeOptions {
   registryAuth?: Record<string, RegistryCredentials>;
   /** containerd snapshotter. Default `overlayfs`. */
   snapshotter?: string;
+  /**
+   * Parent cgroup of the workers (absolute, e.g. `/kubepods/esb` so that the kubelet
+   * accounts their memory). Default `/<namespace>`.
+   */
+  cgroupParent?: string;
   logger?: Logger;
 }
 
@@ -75,6 +80,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly network: WorkerNetwork;
   private readonly snapshotter: string;
   private readonly namespace: string;
+  private readonly cgroupParent: string;
   private readonly log: Logger;
   private readonly pipes: TaskLogPipes;
   private readonly events: TaskEventSubscriber;
@@ -90,6 +96,7 @@ export class ContainerdRuntime implements Runtime {
   constructor(opts: ContainerdRuntimeOptions) {
     this.namespace = opts.namespace ?? "esb";
     this.snapshotter = opts.snapshotter ?? "overlayfs";
+    this.cgroupParent = (opts.cgroupParent ?? `/${this.namespace}`).replace(/\/+$/, "");
     this.network = opts.network;
     this.log = opts.logger ?? createLogger("containerd-runtime");
     this.conn = new ContainerdConnection({ socketPath: opts.socketPath, namespace: this.namespace });
@@ -166,7 +173,7 @@ export class ContainerdRuntime implements Runtime {
     const image = await this.storedImage(spec.image.ref);
     const { ip, netnsPath } = await this.network.attach(id);
     try {
-      const ociSpec = buildWorkerSpec(spec, image, { netnsPath, namespace: this.namespace });
+      const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent });
       const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: ip };
       // The container record references the snapshot key, which keeps it from GC once prepared.
       await this.conn.unary(Containers.method.create, {
@@ -344,7 +351,7 @@ export class ContainerdRuntime implements Runtime {
 
   /** Reads the worker's memory cgroup for OOM kills (covers a missed or late OOM event). */
   private async cgroupOomKilled(id: string): Promise<boolean> {
-    const cg = `${this.namespace}/${id}`;
+    const cg = `${this.cgroupParent}/${id}`;
     const candidates = [
       [join("/sys/fs/cgroup/memory", cg, "memory.oom_control"), /^oom_kill (\d+)/m],
       [join("/sys/fs/cgroup", cg, "memory.events"), /^oom_kill (\d+)/m],
