@@ -40,9 +40,9 @@ lint: install
 format: install
 	npx prettier --write .
 
-## kube-apiserver: build kube-apiserver (and etcd) from their Go modules, cached in ~/.cache/esb/bin
+## kube-apiserver: build kube-apiserver, kubectl and etcd from their Go modules, cached in ~/.cache/esb/bin
 kube-apiserver:
-	hack/build-kube-apiserver.sh
+	hack/build-kubernetes.sh control-plane
 
 ## helm: build helm from its Go module, cached in ~/.cache/esb/bin
 helm:
@@ -55,8 +55,8 @@ dev-env: kube-apiserver
 dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
-## test: every test, against real containerd, registry and kube-apiserver
-test: build kube-apiserver helm
+## test: every test, against real containerd, registry, kube-apiserver and a local cluster
+test: build cluster-binaries helm
 	npm test
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
@@ -74,5 +74,5 @@ chart-crds:
 
 clean:
 	rm -rf */dist */*.tsbuildinfo
-# kind-up, images, kind-load, deploy, undeploy, kind-down: the path to a kind cluster (docs/kubernetes.md)
-include mk/kind.mk
+# cluster-up/down, images, cluster-load, deploy, undeploy and the kind targets (docs/kubernetes.md)
+include mk/kubernetes.mk
