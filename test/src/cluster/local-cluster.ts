@@ -1,0 +1,145 @@
+// The local Kubernetes cluster of hack/cluster.sh, driven the way a user drives
+// it (the same scripts and commands as `make cluster-up images deploy`), for the
+// cluster end-to-end suite; plus a snapshot of the host state that `down` must
+// restore.
+import { execFile } from "node:child_process";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { expectSuccess, repoRoot, run, type CommandResult } from "../install/chart-tools.js";
+
+/** A running local cluster, as `hack/cluster.sh up` reported it. */
+export interface LocalCluster {
+  dir: string;
+  /** Admin kubeconfig (the `KUBECONFIG=` line). */
+  kubeconfig: string;
+  /** Base URL of the ingress controller (the `INGRESS=` line). */
+  ingress: string;
+  /** The cluster's own containerd socket. */
+  containerdSocket: string;
+  /** Chart values for this cluster (written by `up`). */
+  valuesFile: string;
+  /** How long `up` took, and when its node became Ready (from its own log lines). */
+  upMs: number;
+  nodeReadySeconds?: number;
+}
+
+/** Runs `hack/cluster.sh up --dir DIR`; throws with its output when it fails. */
+export async function clusterUp(dir: string): Promise<LocalCluster> {
+  const started = Date.now();
+  const result = await run(join(repoRoot, "hack", "cluster.sh"), ["up", "--dir", dir]);
+  const out = expectSuccess(result, "hack/cluster.sh up");
+  const line = (key: string): string => {
+    const m = new RegExp(`^${key}=(.+)$`, "m").exec(out);
+    if (!m) throw new Error(`hack/cluster.sh up printed no ${key}= line:\n${out}\n${result.stderr}`);
+    return m[1];
+  };
+  const ready = /node \S+ Ready after (\d+)s/.exec(result.stderr);
+  return {
+    dir,
+    kubeconfig: line("KUBECONFIG"),
+    ingress: line("INGRESS"),
+    containerdSocket: join(dir, "run", "containerd.sock"),
+    valuesFile: join(dir, "esb-values.yaml"),
+    upMs: Date.now() - started,
+    nodeReadySeconds: ready ? Number(ready[1]) : undefined,
+  };
+}
+
+/** Runs `hack/cluster.sh down --dir DIR`. */
+export function clusterDown(dir: string): Promise<CommandResult> {
+  return run(join(repoRoot, "hack", "cluster.sh"), ["down", "--dir", dir]);
+}
+
+/** `ctr` against the cluster's containerd in namespace `ns`. */
+export async function ctr(cluster: LocalCluster, ns: string, args: string[]): Promise<string> {
+  return expectSuccess(
+    await run("ctr", ["--address", cluster.containerdSocket, "-n", ns, ...args]),
+    `ctr -n ${ns} ${args.join(" ")}`,
+  );
+}
+
+/** Task ids in the cluster containerd's namespace `ns` (ESB's workers live in `esb`). */
+export async function taskIds(cluster: LocalCluster, ns = "esb"): Promise<string[]> {
+  const out = await run("ctr", ["--address", cluster.containerdSocket, "-n", ns, "tasks", "ls", "-q"]);
+  if (out.code !== 0) return []; // the namespace does not exist yet
+  return out.stdout.split("\n").filter(Boolean).sort();
+}
+
+/**
+ * Builds the three component images with the project's builder (what `make images`
+ * runs) into `outDir` and imports the archives into the node (what `make cluster-load` runs).
+ */
+export async function buildAndLoadImages(cluster: LocalCluster, outDir: string): Promise<string[]> {
+  expectSuccess(
+    await run(join(repoRoot, "hack", "fetch-node-runtime.sh"), ["22"]),
+    "fetch-node-runtime.sh 22",
+  );
+  const report = JSON.parse(
+    expectSuccess(
+      await run("node", [
+        join(repoRoot, "runtime", "dist", "image", "build-component-images-main.js"),
+        "--out-dir",
+        join(outDir, "layouts"),
+        "--archive-dir",
+        join(outDir, "archives"),
+        "--json",
+      ]),
+      "build-component-images",
+    ),
+  ) as { images: { imageName: string; archive: string }[] };
+  for (const image of report.images) await ctr(cluster, "k8s.io", ["images", "import", image.archive]);
+  return report.images.map((i) => i.imageName);
+}
+
+/** What `hack/cluster.sh down` must leave as it found it. */
+export interface HostState {
+  sysctls: Record<string, string>;
+  /** Network interfaces. */
+  links: string[];
+  /** `table/chain` of every user-defined iptables chain. */
+  iptablesChains: string[];
+  /** Entries of /run/netns. */
+  netns: string[];
+}
+
+const exec = promisify(execFile);
+
+const SYSCTLS = [
+  "vm/overcommit_memory",
+  "vm/panic_on_oom",
+  "kernel/panic",
+  "kernel/panic_on_oops",
+  "kernel/keys/root_maxkeys",
+  "kernel/keys/root_maxbytes",
+  "net/ipv4/ip_forward",
+];
+
+/** Sysctls kubelet rewrites, network links, iptables chains, network namespaces of this machine. */
+export async function hostState(): Promise<HostState> {
+  const sysctls: Record<string, string> = {};
+  for (const s of SYSCTLS) {
+    sysctls[s] = (await readFile(`/proc/sys/${s}`, "utf8").catch(() => "absent")).trim();
+  }
+  const links = (await exec("ip", ["-o", "link", "show"])).stdout
+    .split("\n")
+    .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
+    .filter((l): l is string => !!l)
+    .sort();
+  const chains: string[] = [];
+  for (const table of ["filter", "nat", "mangle"]) {
+    const out = (await exec("iptables", ["-t", table, "-S"])).stdout;
+    for (const m of out.matchAll(/^-N (\S+)$/gm)) chains.push(`${table}/${m[1]}`);
+  }
+  const netns = await readdir("/run/netns").catch(() => [] as string[]);
+  return { sysctls, links, iptablesChains: chains.sort(), netns: netns.sort() };
+}
+
+/** Mount points at or below `dir`. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const mounts = await readFile("/proc/mounts", "utf8");
+  return mounts
+    .split("\n")
+    .map((l) => l.split(" ")[1])
+    .filter((m): m is string => !!m && (m === dir || m.startsWith(`${dir}/`)));
+}
