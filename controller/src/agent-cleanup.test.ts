@@ -116,6 +116,25 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     stops.push(() => c.stop());
     return c;
   };
+  /** An agent pod as the DaemonSet makes it, with the status a kubelet would write (the test apiserver has none). */
+  const agentPod = async (name: string, node: string, ip: string, ready: boolean) => {
+    await core.createNamespacedPod({
+      namespace,
+      body: {
+        metadata: { name, labels: AGENT_LABELS },
+        spec: { nodeName: node, containers: [{ name: "agent", image: "esb/agent:test" }] },
+      },
+    });
+    const conditions: V1PodCondition[] = [{ type: "Ready", status: ready ? "True" : "False" }];
+    await core.patchNamespacedPodStatus(
+      {
+        name,
+        namespace,
+        body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }], conditions } },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  };
   const waitingCondition = async (name: string) => {
     const fn = await get(name);
     const c = condition(fn.status, "WorkersDestroyed");
@@ -200,26 +219,8 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     // so their status is written here. node-a answers at 127.0.0.1:<port>;
     // node-b's pod runs but is not Ready, and nothing answers at 127.0.0.2:<port> yet.
     const port = Number(new URL(agent.url).port);
-    const pod = async (name: string, node: string, ip: string, ready: boolean) => {
-      await core.createNamespacedPod({
-        namespace,
-        body: {
-          metadata: { name, labels: AGENT_LABELS },
-          spec: { nodeName: node, containers: [{ name: "agent", image: "esb/agent:test" }] },
-        },
-      });
-      const conditions: V1PodCondition[] = [{ type: "Ready", status: ready ? "True" : "False" }];
-      await core.patchNamespacedPodStatus(
-        {
-          name,
-          namespace,
-          body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }], conditions } },
-        },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-      );
-    };
-    await pod("agent-a", "node-a", "127.0.0.1", true);
-    await pod("agent-b", "node-b", "127.0.0.2", false);
+    await agentPod("agent-a", "node-a", "127.0.0.1", true);
+    await agentPod("agent-b", "node-b", "127.0.0.2", false);
     const directory = new KubernetesAgentDirectory(kc, namespace, AGENT_SELECTOR, port, logger);
     const controller = newController(directory);
     await controller.start();
@@ -250,6 +251,27 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     expect(agentB.callsFor("DestroyFunction", `${namespace}/spread`).length).toBeGreaterThan(0);
     await core.deleteNamespacedPod({ name: "agent-a", namespace, gracePeriodSeconds: 0 });
     await core.deleteNamespacedPod({ name: "agent-b", namespace, gracePeriodSeconds: 0 });
+  });
+
+  it("drops a terminating agent pod from the agents to wait for once its node runs a successor", async () => {
+    const port = Number(new URL(agent.url).port);
+    await agentPod("agent-old", "node-c", "127.0.0.3", true);
+    const directory = new KubernetesAgentDirectory(kc, namespace, AGENT_SELECTOR, port, logger);
+    await directory.start();
+    stops.push(() => directory.stop());
+    // Without a kubelet a deleted pod stays terminating for its grace period.
+    await core.deleteNamespacedPod({ name: "agent-old", namespace, gracePeriodSeconds: 300 });
+    await eventually("agent-old terminating", async () =>
+      directory.known().find((a) => a.state === "pod terminating"),
+    );
+    await agentPod("agent-new", "node-c", "127.0.0.1", true);
+    const known = await eventually("only the successor", async () => {
+      const k = directory.known();
+      return k.length === 1 && k[0].ready ? k : undefined;
+    });
+    expect(known).toEqual([{ name: "node-c", url: `http://127.0.0.1:${port}`, ready: true }]);
+    for (const name of ["agent-old", "agent-new"])
+      await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 });
   });
 
   it("stays unsynced while the agent pods cannot be listed", async () => {

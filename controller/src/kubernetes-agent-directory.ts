@@ -14,7 +14,8 @@ import type { AgentDirectory, AgentEndpoint, KnownAgent } from "./agent-director
  * namespace, reached at `http://<pod IP>:<port>`. `list()` holds the running
  * pods whose Ready condition is True; `known()` every pod that is not finished
  * (Succeeded/Failed), including pending, unready and terminating ones, since
- * their nodes may hold workers. The directory is synced once a list of the pods
+ * their nodes may hold workers, except a terminating pod whose node already runs
+ * a newer agent pod. The directory is synced once a list of the pods
  * succeeded (a failed list, e.g. while the API server is unreachable, leaves it
  * unsynced and is retried). Changes of either set, and becoming synced, notify
  * listeners.
@@ -101,9 +102,16 @@ export class KubernetesAgentDirectory implements AgentDirectory {
   }
 
   known(): KnownAgent[] {
-    const pods = this.informer?.list() ?? [];
+    const pods = (this.informer?.list() ?? []).filter(
+      (p) => p.status?.phase !== "Succeeded" && p.status?.phase !== "Failed",
+    );
+    // A terminating pod whose node already runs a newer agent pod is superseded: both
+    // drive the node's one containerd, so the successor answers for the node's workers.
+    const succeeded = new Set(
+      pods.filter((p) => !p.metadata?.deletionTimestamp && p.spec?.nodeName).map((p) => p.spec!.nodeName!),
+    );
     return pods
-      .filter((p) => p.status?.phase !== "Succeeded" && p.status?.phase !== "Failed")
+      .filter((p) => !(p.metadata?.deletionTimestamp && succeeded.has(p.spec?.nodeName ?? "")))
       .map((p) => this.toKnownAgent(p))
       .sort((a, b) => a.name.localeCompare(b.name) || (a.url ?? "").localeCompare(b.url ?? ""));
   }
