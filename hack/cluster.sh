@@ -24,9 +24,15 @@ while (($#)); do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+log() { echo "[cluster] $*" >&2; }
 [[ -n $cmd ]] || { sed -n '8,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "hack/cluster.sh must run as root (kubelet, containerd, bridges, iptables)" >&2; exit 1; }
-mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+if [[ $cmd == up ]]; then mkdir -p "$dir"; fi
+if [[ ! -d $dir ]]; then
+  [[ $cmd == down ]] && { log "no cluster in $dir: nothing to stop"; exit 0; }
+  echo "no cluster in $dir" >&2; exit 1
+fi
+dir=$(cd "$dir" && pwd)
 export PATH=${ESB_CACHE_DIR:-$HOME/.cache/esb}/bin:$PATH:/usr/sbin:/sbin
 
 bridge=esb-k8s0
@@ -48,7 +54,6 @@ sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops 
   net.netfilter.nf_conntrack_tcp_timeout_close_wait)
 procs=(ingress kube-proxy kube-scheduler kube-controller-manager kubelet containerd kube-apiserver etcd)
 
-log() { echo "[cluster] $*" >&2; }
 # shellcheck source=hack/cluster/pki.sh
 source "$here/cluster/pki.sh"
 # shellcheck source=hack/cluster/configs.sh

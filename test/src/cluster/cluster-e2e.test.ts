@@ -100,8 +100,8 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     });
 
   beforeAll(async () => {
-    before = await hostState();
     dir = await mkdtemp(join(tmpdir(), "esb-cluster-"));
+    before = await hostState(join(dir, "cluster"));
     cluster = await clusterUp(join(dir, "cluster"));
     figures.clusterUpSeconds = cluster.upMs / 1000;
     figures.nodeReadySeconds = cluster.nodeReadySeconds;
@@ -144,6 +144,13 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
       if (down.code !== 0) throw new Error(`hack/cluster.sh down failed:\n${down.stderr}`);
     }
   }, 5 * MINUTE);
+
+  it("hack/cluster.sh up again leaves the running cluster as it is and prints the same lines", async () => {
+    const again = await clusterUp(cluster.dir);
+    expect(again.kubeconfig).toBe(cluster.kubeconfig);
+    expect(again.ingress).toBe(cluster.ingress);
+    expect(await kOk("get", "nodes", "-o", "name")).toBe("node/esb-node\n");
+  });
 
   it("helm install --wait: two controllers, the agent and two gateways Running and Ready", async () => {
     expect((await pods("controller")).filter(ready)).toHaveLength(2);
@@ -349,7 +356,8 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     async () => {
       const down = await clusterDown(cluster.dir);
       expectSuccess(down, "hack/cluster.sh down");
-      expect(await hostState()).toEqual(before);
+      expectSuccess(await clusterDown(cluster.dir), "hack/cluster.sh down, a second time");
+      expect(await hostState(cluster.dir)).toEqual(before);
       expect(await mountsUnder(cluster.dir)).toEqual([]);
       expect(await readdir(dir)).not.toContain("cluster");
     },

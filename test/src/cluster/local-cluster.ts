@@ -92,15 +92,20 @@ export async function buildAndLoadImages(cluster: LocalCluster, outDir: string):
   return report.images.map((i) => i.imageName);
 }
 
-/** What `hack/cluster.sh down` must leave as it found it. */
+/**
+ * What `hack/cluster.sh up` changes on the host and `down` must restore. Scoped to
+ * what the cluster makes (its bridge, the kubelet's and kube-proxy's chains, its own
+ * chain, the sysctls the kubelet rewrites, processes of its folder), because other
+ * test files create and remove their own bridges and namespaces meanwhile.
+ */
 export interface HostState {
   sysctls: Record<string, string>;
-  /** Network interfaces. */
+  /** The cluster bridge, when present. */
   links: string[];
-  /** `table/chain` of every user-defined iptables chain. */
-  iptablesChains: string[];
-  /** Entries of /run/netns. */
-  netns: string[];
+  /** `table/chain` of KUBE-*, ESB-LOCAL-* and CNI-HOSTPORT-* chains (IPv4 and IPv6). */
+  chains: string[];
+  /** Processes whose command line names `dir`. */
+  processes: string[];
 }
 
 const exec = promisify(execFile);
@@ -114,9 +119,10 @@ const SYSCTLS = [
   "kernel/keys/root_maxbytes",
   "net/ipv4/ip_forward",
 ];
+const CLUSTER_CHAIN = /^(KUBE-|ESB-LOCAL-|CNI-HOSTPORT)/;
 
-/** Sysctls kubelet rewrites, network links, iptables chains, network namespaces of this machine. */
-export async function hostState(): Promise<HostState> {
+/** The host state the cluster in `dir` touches (see {@link HostState}). */
+export async function hostState(dir: string): Promise<HostState> {
   const sysctls: Record<string, string> = {};
   for (const s of SYSCTLS) {
     sysctls[s] = (await readFile(`/proc/sys/${s}`, "utf8").catch(() => "absent")).trim();
@@ -124,15 +130,22 @@ export async function hostState(): Promise<HostState> {
   const links = (await exec("ip", ["-o", "link", "show"])).stdout
     .split("\n")
     .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
-    .filter((l): l is string => !!l)
-    .sort();
+    .filter((l): l is string => l === "esb-k8s0");
   const chains: string[] = [];
-  for (const table of ["filter", "nat", "mangle"]) {
-    const out = (await exec("iptables", ["-t", table, "-S"])).stdout;
-    for (const m of out.matchAll(/^-N (\S+)$/gm)) chains.push(`${table}/${m[1]}`);
+  for (const tool of ["iptables", "ip6tables"]) {
+    for (const table of ["filter", "nat", "mangle"]) {
+      const out = (await exec(tool, ["-t", table, "-S"]).catch(() => ({ stdout: "" }))).stdout;
+      for (const m of out.matchAll(/^-N (\S+)$/gm))
+        if (CLUSTER_CHAIN.test(m[1])) chains.push(`${tool}/${table}/${m[1]}`);
+    }
   }
-  const netns = await readdir("/run/netns").catch(() => [] as string[]);
-  return { sysctls, links, iptablesChains: chains.sort(), netns: netns.sort() };
+  const processes: string[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.includes(`${dir}/`)) processes.push(cmdline.replaceAll("\0", " ").trim());
+  }
+  return { sysctls, links, chains: chains.sort(), processes };
 }
 
 /** Mount points at or below `dir`. */
