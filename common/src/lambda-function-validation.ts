@@ -339,6 +339,8 @@ export function functionRevision(spec: LambdaFunctionSpec, resolvedCode?: Resolv
 export interface AgentFunctionSpecOptions {
   /** Provisioned workers for this agent (default: the whole spec.provisionedConcurrency). */
   provisionedConcurrency?: number;
+  /** Most workers at once on this agent: its share of spec.reservedConcurrency (default: all of it). */
+  reservedConcurrency?: number;
   /** Revision (default: {@link functionRevision} of the spec and code). */
   revision?: string;
 }
@@ -377,7 +379,7 @@ export function toAgentFunctionSpec(
     memorySizeMb: s.memorySize,
     timeoutSeconds: s.timeout,
     ephemeralStorageMb: s.ephemeralStorage,
-    reservedConcurrency: s.reservedConcurrency,
+    reservedConcurrency: options.reservedConcurrency ?? s.reservedConcurrency,
     provisionedConcurrency: options.provisionedConcurrency ?? s.provisionedConcurrency ?? 0,
     scaling: { pauseAfterMs: s.scaling?.pauseAfterMs, keepWarmSeconds: s.scaling?.keepWarmSeconds },
   });

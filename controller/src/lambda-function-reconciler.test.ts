@@ -198,3 +198,93 @@ describe("LambdaFunctionReconciler against the real kube-apiserver", () => {
       );
   });
 });
+
+describe("LambdaFunctionReconciler with two agents", () => {
+  let kc: KubeConfig;
+  let api: CustomObjectsApi;
+  let namespace: string;
+  const agents: RecordingTestAgent[] = [];
+  let controller: Controller;
+
+  beforeAll(async () => {
+    kc = loadTestKubeConfig();
+    await installCrd(kc);
+    api = kc.makeApiClient(CustomObjectsApi);
+    namespace = await createTestNamespace(kc, "esb-rec2");
+    for (let i = 0; i < 2; i++) agents.push(await new RecordingTestAgent().start());
+    controller = new Controller({
+      source: new KubernetesFunctionSource(kc, { namespace, logger }),
+      agents: new StaticAgentDirectory(agents.map((a) => a.url)),
+      gatewayUrl: "http://gateway.test:9000",
+      gatewayNamespace: "default",
+      reconciler: { waitPollMs: 300 },
+      logger,
+    });
+    await controller.start();
+  });
+
+  afterAll(async () => {
+    await controller?.stop();
+    for (const a of agents) await a.stop();
+    if (namespace) await deleteTestNamespace(kc, namespace);
+  });
+
+  it.each([
+    [3, 2],
+    [1, 1],
+    [5, 0],
+  ])(
+    "splits reservedConcurrency %i and provisionedConcurrency %i over the agents so that both hold cluster-wide",
+    async (reserved, provisioned) => {
+      const name = `limits-${reserved}-${provisioned}`;
+      await api.createNamespacedCustomObject({
+        group,
+        version,
+        namespace,
+        plural,
+        body: {
+          apiVersion: "esb.dev/v1alpha1",
+          kind: "LambdaFunction",
+          metadata: { name },
+          spec: {
+            runtime: "provided",
+            handler: "x",
+            code: { inline: { bootstrap: "#!/bin/sh\n" } },
+            reservedConcurrency: reserved,
+            provisionedConcurrency: provisioned,
+          },
+        },
+      });
+      const specs = await eventually(`${name} on both agents`, async () => {
+        const s = agents.map((a) => a.functions.get(`${namespace}/${name}`));
+        return s.every((x) => x !== undefined) ? s.map((x) => x!) : undefined;
+      });
+      expect(specs.reduce((n, s) => n + (s.reservedConcurrency ?? NaN), 0)).toBe(reserved);
+      expect(specs.reduce((n, s) => n + s.provisionedConcurrency, 0)).toBe(provisioned);
+      for (const s of specs) expect(s.provisionedConcurrency).toBeLessThanOrEqual(s.reservedConcurrency!);
+      // Shares differ by at most one.
+      const r = specs.map((s) => s.reservedConcurrency!);
+      expect(Math.max(...r) - Math.min(...r)).toBeLessThanOrEqual(1);
+    },
+  );
+
+  it("leaves reservedConcurrency unset on every agent when the function has none", async () => {
+    await api.createNamespacedCustomObject({
+      group,
+      version,
+      namespace,
+      plural,
+      body: {
+        apiVersion: "esb.dev/v1alpha1",
+        kind: "LambdaFunction",
+        metadata: { name: "unlimited" },
+        spec: { runtime: "provided", handler: "x", code: { inline: { bootstrap: "#!/bin/sh\n" } } },
+      },
+    });
+    const specs = await eventually("unlimited on both agents", async () => {
+      const s = agents.map((a) => a.functions.get(`${namespace}/unlimited`));
+      return s.every((x) => x !== undefined) ? s : undefined;
+    });
+    for (const s of specs) expect(s!.reservedConcurrency).toBeUndefined();
+  });
+});

@@ -372,18 +372,25 @@ export class LambdaFunctionReconciler {
       return { requeueAfterMs: this.options.waitPollMs ?? 10_000 };
     }
     const provisioned = fn.spec.provisionedConcurrency ?? 0;
+    const reserved = fn.spec.reservedConcurrency;
+    // Both limits are split over the agents so that they hold cluster-wide: each agent
+    // gets a share, the shares sum to the spec value, and with one ranking per function
+    // an agent's provisioned share never exceeds its reserved share. (A gateway tries
+    // every agent before it answers 429.)
+    const shares = (over: AgentEndpoint[]): Shares => ({
+      provisioned: distribute(provisioned, over, key),
+      reserved: reserved === undefined ? undefined : distribute(reserved, over, key),
+    });
     // First pass on every agent; agents that do not answer get no share, and the
     // others are asked again with the shares recomputed over the reachable ones.
-    let outcomes = await this.prepareAll(fn, code, revision, agents, distribute(provisioned, agents, key));
+    let outcomes = await this.prepareAll(fn, code, revision, agents, shares(agents));
     const reachable = agents.filter((a) => !outcomes.find((o) => o.agent.url === a.url)?.unreachable);
-    if (reachable.length > 0 && reachable.length < agents.length && provisioned > 0) {
-      const second = await this.prepareAll(
-        fn,
-        code,
-        revision,
-        reachable,
-        distribute(provisioned, reachable, key),
-      );
+    if (
+      reachable.length > 0 &&
+      reachable.length < agents.length &&
+      (provisioned > 0 || reserved !== undefined)
+    ) {
+      const second = await this.prepareAll(fn, code, revision, reachable, shares(reachable));
       outcomes = outcomes.map((o) => second.find((s) => s.agent.url === o.agent.url) ?? o);
     }
     const ok = outcomes.filter((o) => o.ok);
@@ -538,13 +545,14 @@ export class LambdaFunctionReconciler {
     code: ResolvedFunctionCode | undefined,
     revision: string,
     agents: AgentEndpoint[],
-    shares: Map<string, number>,
+    shares: Shares,
   ): Promise<PrepareOutcome[]> {
     return Promise.all(
       agents.map(async (agent): Promise<PrepareOutcome> => {
         const spec = toAgentFunctionSpec(fn, code, {
           revision,
-          provisionedConcurrency: shares.get(agent.url) ?? 0,
+          provisionedConcurrency: shares.provisioned.get(agent.url) ?? 0,
+          reservedConcurrency: shares.reserved ? (shares.reserved.get(agent.url) ?? 0) : undefined,
         });
         try {
           const res = await this.client(agent).prepareFunction(
@@ -630,8 +638,15 @@ export class LambdaFunctionReconciler {
   }
 }
 
+/** Each agent's share of a function's provisioned and reserved concurrency, by agent URL. */
+interface Shares {
+  provisioned: Map<string, number>;
+  /** Undefined: no reservedConcurrency (each agent limited by its memory only). */
+  reserved?: Map<string, number>;
+}
+
 /**
- * Splits `total` provisioned workers over `agents` (sorted by name): every agent
+ * Splits `total` workers (provisioned or reserved) over `agents` (sorted by name): every agent
  * gets ⌊total/n⌋ and the remainder goes to consecutive agents starting at an
  * offset derived from the function key, so that functions spread over nodes.
  * The shares always sum to `total`.
