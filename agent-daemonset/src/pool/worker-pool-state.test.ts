@@ -276,6 +276,27 @@ describe("WorkerPool state machine (FakeRuntime)", () => {
     expect(rt.status.has(busy.workerId)).toBe(false);
   });
 
+  it("a lowered limit removes surplus idle workers at once and busy ones on release", async () => {
+    const rt = new FakeRuntime();
+    const pool = makePool(rt, { maxWorkers: 3 });
+    const busy = await pool.acquire({ holderId: "g" });
+    const idle1 = await pool.acquire({ holderId: "g" });
+    const idle2 = await pool.acquire({ holderId: "g" });
+    await pool.release(idle1.workerId, idle1.leaseId, "success");
+    await pool.release(idle2.workerId, idle2.leaseId, "success");
+    pool.update(config({ maxWorkers: 1 }));
+    await until(
+      () => !rt.status.has(idle1.workerId) && !rt.status.has(idle2.workerId),
+      "idle surplus removed",
+    );
+    expect(rt.status.has(busy.workerId)).toBe(true);
+    // Down to 0 (this node's share of reservedConcurrency went elsewhere): the busy one goes when released.
+    pool.update(config({ maxWorkers: 0 }));
+    await pool.release(busy.workerId, busy.leaseId, "success");
+    expect(rt.status.size).toBe(0);
+    await expect(pool.acquire({ holderId: "g" })).rejects.toBeInstanceOf(ConcurrencyLimitError);
+  });
+
   it("reaps idle workers after keepWarm but keeps the provisioned ones", async () => {
     const rt = new FakeRuntime();
     const pool = makePool(rt, { provisioned: 1, keepWarmMs: 100, maxWorkers: 3 });

@@ -335,6 +335,20 @@ export class WorkerPool {
       if (w.state === "idle" || w.state === "paused") void this.remove(w, "revision changed", false);
       else w.drain = true;
     }
+    // A lowered limit (e.g. this node's share of reservedConcurrency shrank): surplus
+    // idle and paused workers go now, busy ones when they are released.
+    const live = [...this.workersById.values()].filter(
+      (w) => w.state !== "stopping" && w.state !== "destroyed" && !w.drain,
+    );
+    let surplus = live.length - config.maxWorkers;
+    for (const w of live.filter((x) => x.state === "idle" || x.state === "paused")) {
+      if (surplus-- <= 0) break;
+      void this.remove(w, "over the concurrency limit", false);
+    }
+    for (const w of live.filter((x) => x.state === "busy" || x.state === "starting")) {
+      if (surplus-- <= 0) break;
+      w.drain = true;
+    }
     this.ensureProvisioned();
     // A raised limit may let waiters cold-start now.
     for (let i = before; i < config.maxWorkers && this.waiters.length > 0; i++) this.wakeOne();
