@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm up bench clean chart-crds
+	kube-apiserver helm containerd2 up bench clean chart-crds
 
 all: build
 
@@ -48,15 +48,19 @@ kube-apiserver:
 helm:
 	hack/build-helm.sh
 
-## dev-env / dev-env-down: start/stop containerd, registry, etcd, kube-apiserver by hand
+## containerd2: build containerd 2.x from its Go module (the agent is tested on 1.6 and 2.x), cached in ~/.cache/esb
+containerd2:
+	hack/build-containerd.sh
+
+## dev-env / dev-env-down: start/stop containerd (1.6 and 2.x), registry, etcd, kube-apiserver by hand
 DEV_ENV_DIR ?= /tmp/esb-dev-env
-dev-env: kube-apiserver
+dev-env: kube-apiserver containerd2
 	hack/dev-env.sh up --dir $(DEV_ENV_DIR)
 dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
 ## test: every test, against real containerd, registry, kube-apiserver and a local cluster
-test: build cluster-binaries helm
+test: build cluster-binaries helm containerd2
 	npm test
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions

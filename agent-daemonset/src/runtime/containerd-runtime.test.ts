@@ -6,7 +6,12 @@ import { Images } from "@esb/common/gen/containerd/services/images/v1/images_pb"
 import { Tasks } from "@esb/common/gen/containerd/services/tasks/v1/tasks_pb";
 import { Status } from "@esb/common/gen/containerd/types/task/task_pb";
 import { ContainerdConnection, isNotFound } from "../containerd/containerd-connection.js";
-import { ContainerdTestFixture } from "../testing/containerd-test-fixture.js";
+import {
+  ContainerdTestFixture,
+  TEST_CONTAINERDS,
+  testContainerdSocket,
+  type TestContainerd,
+} from "../testing/containerd-test-fixture.js";
 import {
   buildTestImage,
   pushTestImage,
@@ -23,12 +28,14 @@ import {
   type WorkerSpec,
 } from "./runtime.js";
 
-// A namespace, bridge and subnet of this run only; throws when the test environment is missing.
-const fixture = new ContainerdTestFixture();
-const { registry, dir, network } = fixture;
-const tag = fixture.id;
+// On each test containerd (1.6 and 2.x) in turn.
+const containerds = Object.keys(TEST_CONTAINERDS) as TestContainerd[];
 
-describe("ContainerdRuntime (real containerd)", () => {
+describe.each(containerds)("ContainerdRuntime (real containerd %s)", (containerd) => {
+  // A namespace, bridge and subnet of this run only; throws when the test environment is missing.
+  const fixture = new ContainerdTestFixture({ socket: testContainerdSocket(containerd) });
+  const { registry, dir, network } = fixture;
+  const tag = fixture.id;
   let runtime: ContainerdRuntime;
   let conn: ContainerdConnection;
   const make = () => fixture.runtime();

@@ -8,8 +8,35 @@ import { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { buildTestImage, pushTestImage } from "./test-image.js";
 
 /**
+ * The containerds of the test environment (hack/dev-env.sh), by the variable
+ * naming each one's socket: Debian's 1.6 and a 2.x built from its Go module
+ * (hack/build-containerd.sh). The agent must work on both.
+ */
+export const TEST_CONTAINERDS = {
+  "1.6": "ESB_TEST_CONTAINERD_SOCKET",
+  "2.x": "ESB_TEST_CONTAINERD2_SOCKET",
+} as const;
+
+/** Which test containerd: a key of {@link TEST_CONTAINERDS}. */
+export type TestContainerd = keyof typeof TEST_CONTAINERDS;
+
+/** Socket of a test containerd; throws when the test environment does not have it. */
+export function testContainerdSocket(containerd: TestContainerd): string {
+  const variable = TEST_CONTAINERDS[containerd];
+  const socket = process.env[variable];
+  if (!socket) throw new Error(`${variable} is not set: the test containerd ${containerd} is missing`);
+  return socket;
+}
+
+/** Options of {@link ContainerdTestFixture}. */
+export interface ContainerdTestFixtureOptions {
+  /** containerd's gRPC socket. Default: the test containerd 1.6 (ESB_TEST_CONTAINERD_SOCKET). */
+  socket?: string;
+}
+
+/**
  * For tests of the containerd runtime, pool, node agent and service: the REAL
- * ContainerdRuntime on the test containerd (ESB_TEST_CONTAINERD_SOCKET), in a
+ * ContainerdRuntime on a test containerd (by default ESB_TEST_CONTAINERD_SOCKET), in a
  * containerd namespace, CNI bridge and subnet unique to this fixture, with the
  * test worker image pushed to the test registry (ESB_TEST_REGISTRY). Throws when
  * either is missing, so such tests fail instead of silently skipping.
@@ -26,12 +53,10 @@ export class ContainerdTestFixture {
   /** Reference of the test worker image in the test registry (set by {@link setup}). */
   imageRef = "";
 
-  constructor() {
-    const socket = process.env.ESB_TEST_CONTAINERD_SOCKET;
+  constructor(opts: ContainerdTestFixtureOptions = {}) {
     const registry = process.env.ESB_TEST_REGISTRY;
-    if (!socket) throw new Error("ESB_TEST_CONTAINERD_SOCKET is not set: the test containerd is missing");
+    this.socket = opts.socket ?? testContainerdSocket("1.6");
     if (!registry) throw new Error("ESB_TEST_REGISTRY is not set: the test registry is missing");
-    this.socket = socket;
     this.registry = registry;
     this.network = new CniNetwork({
       mode: "bridge",

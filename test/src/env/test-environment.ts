@@ -1,5 +1,5 @@
-// Starts and stops the real test environment (containerd, registry, etcd +
-// kube-apiserver) through hack/dev-env.sh, or reuses one that is already
+// Starts and stops the real test environment (containerd 1.6 and 2.x, registry,
+// etcd + kube-apiserver, podman) through hack/dev-env.sh, or reuses one that is already
 // running. Used by the jest global setup/teardown, which run in jest's main
 // process before the workers start, so the variables copied into process.env
 // here are inherited by every test worker.
@@ -14,7 +14,7 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const devEnvScript = join(repoRoot, "hack", "dev-env.sh");
 /** Set while this process owns (started) the environment in that folder. */
 const ownedVariable = "ESB_TEST_ENV_OWNED_DIR";
-const defaultComponents = "containerd,registry,kube,podman";
+const defaultComponents = "containerd,containerd2,registry,kube,podman";
 
 // Plain stderr lines rather than pino JSON: this is what a person running
 // `make test` reads to find the environment.
@@ -64,7 +64,7 @@ function stopSync(dir: string): void {
  * - ESB_DEV_ENV_DIR names a folder with env.json → reuse that environment (never stopped here);
  * - ESB_TEST_ENV=none → nothing (tests needing a component then fail with a clear error);
  * - otherwise start `hack/dev-env.sh up` in a new temp folder with the components in
- *   ESB_TEST_ENV_ONLY (default containerd,registry,kube,podman); {@link stopTestEnvironment} stops it.
+ *   ESB_TEST_ENV_ONLY (default containerd,containerd2,registry,kube,podman); {@link stopTestEnvironment} stops it.
  */
 export async function startTestEnvironment(): Promise<void> {
   const reuse = process.env.ESB_DEV_ENV_DIR;
