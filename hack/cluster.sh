@@ -14,13 +14,17 @@
 # Environment: ESB_CLUSTER_DIR (default /var/lib/esb/cluster), ESB_CLUSTER_INGRESS_PORT
 # (default 9080), ESB_CACHE_DIR (~/.cache/esb: the binaries). One cluster per machine.
 # Pods have no route off this machine: the bridge forwards only to itself.
-set -euo pipefail
+set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}; shift || true
 dir=${ESB_CLUSTER_DIR:-/var/lib/esb/cluster}
+nodes=${ESB_CLUSTER_NODES:-1}
+node=1
 while (($#)); do
   case $1 in
     --dir) dir=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
+    --node) node=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -35,24 +39,38 @@ fi
 dir=$(cd "$dir" && pwd)
 export PATH=${ESB_CACHE_DIR:-$HOME/.cache/esb}/bin:$PATH:/usr/sbin:/sbin
 
+[[ $nodes =~ ^[12]$ ]] || { echo "--nodes must be 1 or 2" >&2; exit 2; }
 bridge=esb-k8s0
-node_ip=10.244.0.1
-pod_cidr=10.244.0.0/24
-pod_range_start=10.244.0.10
+cluster_cidr=10.244.0.0/16
 service_cidr=10.96.0.0/16
 service_ip=10.96.0.1
-node_name=esb-node
-api_url=https://$node_ip:6443
+api_url=https://10.244.0.1:6443
 ingress_port=${ESB_CLUSTER_INGRESS_PORT:-9080}
 containerd_sock=$dir/run/containerd.sock
 cni_bin_dir=/usr/lib/cni
 pause_image=esb.local/pause:1
 lock=/run/esb-cluster.dir
+
+# What differs between the nodes. Node 1 is this machine's network namespace; node 2
+# (--nodes 2) a network namespace of its own (esb-node2) on the cluster bridge, whose
+# pods live on a bridge inside it, routed through this machine. pfx: process names.
+node_vars() {
+  node=$1
+  if [[ $node == 1 ]]; then
+    node_name=esb-node node_ip=10.244.0.1 pod_cidr=10.244.0.0/24 pod_gateway=10.244.0.1 cgroup_root=/ pfx=""
+  else
+    node_name=esb-node$node node_ip=10.244.0.$node pod_cidr=10.244.$((node - 1)).0/24
+    pod_gateway=10.244.$((node - 1)).1 cgroup_root=/esb-node$node pfx=node$node-
+  fi
+  pod_range_start=${pod_cidr%.0/24}.10
+}
+node_vars "$node"
 # Host settings kubelet and kube-proxy may rewrite: saved by `up`, restored by `down`.
 sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
   kernel.keys.root_maxbytes net.netfilter.nf_conntrack_tcp_timeout_established
   net.netfilter.nf_conntrack_tcp_timeout_close_wait)
 procs=(ingress kube-proxy kube-scheduler kube-controller-manager kubelet containerd kube-apiserver etcd)
+((nodes < 2)) && [[ ! -d $dir/nodes/esb-node2 ]] || procs+=(node2-kube-proxy node2-kubelet node2-containerd)
 
 # shellcheck source=hack/cluster/pki.sh
 source "$here/cluster/pki.sh"
@@ -187,18 +205,88 @@ start_control_plane() {
 }
 
 start_node() {
-  start containerd containerd --config "$dir/containerd/config.toml"
-  wait_for containerd 30 containerd ctr --address "$containerd_sock" version
+  start "${pfx}containerd" containerd --config "$dir/containerd/config.toml"
+  wait_for containerd 30 "${pfx}containerd" ctr --address "$containerd_sock" version
   ctr --address "$containerd_sock" -n k8s.io images import "$dir/images/pause.oci.tar" >/dev/null
   kubelet_healthz_port=$(free_port)
   write_kubelet_config
-  start kubelet kubelet --config "$dir/kubelet/config.yaml" --kubeconfig "$dir/kubelet.kubeconfig" \
+  start "${pfx}kubelet" kubelet --config "$dir/kubelet/config.yaml" --kubeconfig "$dir/kubelet-$node_name.kubeconfig" \
     --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" --hostname-override "$node_name" \
     --node-ip "$node_ip" --container-runtime-endpoint "unix://$containerd_sock" --v 1
   proxy_healthz_port=$(free_port); proxy_metrics_port=$(free_port)
   write_kube_proxy_config
-  start kube-proxy kube-proxy --config "$dir/kube-proxy.yaml"
-  wait_for "node $node_name Ready" 120 kubelet kc wait --for=condition=Ready "node/$node_name" --timeout=1s
+  start "${pfx}kube-proxy" kube-proxy --config "$dir/kube-proxy-$node_name.yaml"
+  wait_for "node $node_name Ready" 120 "${pfx}kubelet" kc wait --for=condition=Ready "node/$node_name" --timeout=1s
+}
+
+# The second node's network: namespace esb-node2 with eth0 on the cluster bridge
+# (10.244.0.2), its pods' bridge inside it (10.244.1.0/24, routed by this machine).
+setup_node_network() {
+  local ns=esb-node$node host_if=esb-n${node}h
+  ip netns add "$ns" 2>/dev/null || true
+  if ! ip link show "$host_if" >/dev/null 2>&1; then
+    ip link add "$host_if" type veth peer name eth0 netns "$ns"
+    ip link set "$host_if" master "$bridge" up
+  fi
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr replace "$node_ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route replace default via 10.244.0.1
+  ip -n "$ns" link show "$bridge" >/dev/null 2>&1 || ip -n "$ns" link add "$bridge" type bridge
+  ip -n "$ns" addr replace "$pod_gateway/24" dev "$bridge"
+  ip -n "$ns" link set "$bridge" up
+  ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$ns" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
+  ip route replace "$pod_cidr" via "$node_ip" dev "$bridge"
+}
+
+# Runs inside the second node's namespaces (see up_node): its own folders appear at
+# the cluster's paths, so the chart's one set of host paths serves both nodes.
+node_mounts() {
+  local n=$dir/nodes/$node_name d
+  for d in run netns cni containerd runc esb-agent kubelet; do
+    mkdir -p "$n/$d" "$dir/$d"
+    # Node 1's shared bind mounts (share_folders) are replaced, not stacked: containerd
+    # checks the propagation of the first mount it finds at a path.
+    while mountpoint -q "$dir/$d"; do umount "$dir/$d"; done
+    mount --bind "$n/$d" "$dir/$d"
+  done
+  mount --make-shared "$dir/run"
+  mount --make-shared "$dir/netns"
+  mkdir -p /var/lib/kubelet /var/log/containers "$n/var-log-containers"
+  mount -t tmpfs -o size=16m tmpfs /var/lib/kubelet   # kubelet's device-plugin socket
+  mount --bind "$n/var-log-containers" /var/log/containers
+}
+
+# The kubelet of node 2 keeps its pods under cgroup /esb-node2 (node 1's under /kubepods),
+# which must exist in every hierarchy; cpuset children start empty, so copy the parent's.
+node_cgroups() {
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d ${h}esb-node$node ]] || mkdir "${h}esb-node$node" 2>/dev/null || continue
+    if [[ -f ${h}cpuset.cpus ]]; then
+      cat "${h}cpuset.cpus" >"${h}esb-node$node/cpuset.cpus"
+      cat "${h}cpuset.mems" >"${h}esb-node$node/cpuset.mems"
+    fi
+  done
+}
+
+# `hack/cluster.sh node-up --node N`, run by up_node inside that node's namespaces.
+node_up() {
+  node_mounts
+  node_cgroups
+  write_containerd_config
+  write_cni_config
+  start_node
+}
+
+up_node() { # N
+  node_vars "$1"
+  log "starting node $node_name (network namespace esb-node$node, pods $pod_cidr)"
+  setup_node_network
+  nsenter --net="/run/netns/esb-node$node" unshare --mount --propagation slave \
+    "$here/cluster.sh" node-up --dir "$dir" --node "$node"
+  node_vars 1
 }
 
 # Skipper (github.com/zalando/skipper) as the ingress controller: one Go binary,
@@ -226,7 +314,11 @@ up() {
     return 0
   fi
   check_prerequisites
-  [[ -d $dir/pids ]] && { log "cleaning up an earlier, partial start in $dir"; down_all; }
+  if [[ -d $dir/pids ]]; then
+    log "cleaning up an earlier, partial start in $dir"
+    down_all
+    mkdir -p "$dir"
+  fi
   local t0=$SECONDS
   echo "$dir" >"$lock"
   touch "$dir/.esb-cluster"
@@ -243,7 +335,9 @@ up() {
   start_control_plane
   log "control plane ready after $((SECONDS - t0))s; starting containerd, kubelet, kube-proxy"
   start_node
-  log "node $node_name Ready after $((SECONDS - t0))s; starting the ingress controller"
+  log "node $node_name Ready after $((SECONDS - t0))s"
+  ((nodes < 2)) || up_node 2
+  log "starting the ingress controller"
   start_ingress
   trap - ERR
   cp "$dir/admin.kubeconfig" "$dir/kubeconfig"
@@ -255,6 +349,7 @@ all_running() { local p; for p in "${procs[@]}"; do running "$p" || return 1; do
 
 case $cmd in
   up) up ;;
+  node-up) node_up ;;
   down) down_all; log "stopped; the machine is as it was before up" ;;
   env) print_env ;;
   status)

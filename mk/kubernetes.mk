@@ -39,7 +39,8 @@ cluster-binaries:
 	hack/build-kubernetes.sh node
 	hack/build-ingress-controller.sh
 
-## cluster-up: a local Kubernetes cluster without Docker (prints KUBECONFIG= and INGRESS=)
+## cluster-up: a local Kubernetes cluster without Docker (prints KUBECONFIG= and INGRESS=);
+## ESB_CLUSTER_NODES=2 adds a second node in a network namespace of its own
 cluster-up: build cluster-binaries
 	hack/install-deps.sh >/dev/null
 	hack/cluster.sh up
@@ -55,11 +56,13 @@ images: build
 	node runtime/dist/image/build-component-images-main.js --out-dir .esb/component-images --archive-dir $(ESB_IMAGES_DIR)
 	@if hack/cluster.sh status 2>/dev/null | grep -q '^containerd: running'; then $(MAKE) --no-print-directory cluster-load; fi
 
-## cluster-load: import .esb/images/*.oci.tar into the local cluster's containerd (k8s.io)
+## cluster-load: import .esb/images/*.oci.tar into the local cluster's nodes (containerd namespace k8s.io)
 cluster-load:
 	@for c in $(ESB_COMPONENTS); do \
 	  test -f $(ESB_IMAGES_DIR)/$$c.oci.tar || { echo "make cluster-load: $(ESB_IMAGES_DIR)/$$c.oci.tar is missing; run make images" >&2; exit 1; }; \
-	  ctr --address $(ESB_CLUSTER_DIR)/run/containerd.sock -n k8s.io images import $(ESB_IMAGES_DIR)/$$c.oci.tar >/dev/null || exit 1; \
+	  for sock in $(ESB_CLUSTER_DIR)/run/containerd.sock $(wildcard $(ESB_CLUSTER_DIR)/nodes/*/run/containerd.sock); do \
+	    ctr --address $$sock -n k8s.io images import $(ESB_IMAGES_DIR)/$$c.oci.tar >/dev/null || exit 1; \
+	  done; \
 	  echo "loaded esb/$$c:$(ESB_IMAGE_TAG) into the local cluster"; \
 	done
 

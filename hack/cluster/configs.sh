@@ -53,7 +53,7 @@ write_cni_config() {
       "ipam": {
         "type": "host-local",
         "dataDir": "$dir/cni/ipam",
-        "ranges": [[{ "subnet": "$pod_cidr", "rangeStart": "$pod_range_start", "gateway": "$node_ip" }]],
+        "ranges": [[{ "subnet": "$pod_cidr", "rangeStart": "$pod_range_start", "gateway": "$pod_gateway" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
     },
@@ -82,6 +82,7 @@ authorization: { mode: Webhook }
 failCgroupV1: false
 cgroupDriver: cgroupfs
 failSwapOn: false
+cgroupRoot: $cgroup_root
 oomScoreAdj: 0
 podLogsDir: $dir/kubelet/pod-logs
 volumePluginDir: $dir/kubelet/volume-plugins
@@ -96,7 +97,7 @@ YAML
 }
 
 write_kube_proxy_config() {
-  cat >"$dir/kube-proxy.yaml" <<YAML
+  cat >"$dir/kube-proxy-$node_name.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -104,7 +105,7 @@ hostnameOverride: $node_name
 bindAddress: $node_ip
 healthzBindAddress: 127.0.0.1:$proxy_healthz_port
 metricsBindAddress: 127.0.0.1:$proxy_metrics_port
-clusterCIDR: $pod_cidr
+clusterCIDR: $cluster_cidr
 clientConnection: { kubeconfig: $dir/kube-proxy.kubeconfig }
 conntrack: { maxPerCore: 0 }
 iptables: { localhostNodePorts: false }

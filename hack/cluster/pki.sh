@@ -63,7 +63,8 @@ make_pki() {
   pki_cert front-proxy-client "/CN=front-proxy-client" \
     "extendedKeyUsage=clientAuth;keyUsage=critical,digitalSignature,keyEncipherment" front-proxy-ca
   pki_client admin "/O=system:masters/CN=esb-local-admin"
-  pki_client kubelet "/O=system:nodes/CN=system:node:$node_name"
+  local n
+  for n in esb-node esb-node2; do pki_client "kubelet-$n" "/O=system:nodes/CN=system:node:$n"; done
   pki_client controller-manager "/CN=system:kube-controller-manager"
   pki_client scheduler "/CN=system:kube-scheduler"
   pki_client kube-proxy "/CN=system:kube-proxy"
@@ -73,5 +74,5 @@ make_pki() {
   fi
   rm -f "$dir"/pki/*.srl
   local c
-  for c in admin kubelet controller-manager scheduler kube-proxy; do kubeconfig "$c"; done
+  for c in admin kubelet-esb-node kubelet-esb-node2 controller-manager scheduler kube-proxy; do kubeconfig "$c"; done
 }

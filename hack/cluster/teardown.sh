@@ -1,22 +1,28 @@
 # `hack/cluster.sh down`: undoes everything `up` did (sourced; needs the variables set there).
 # Every step tolerates a cluster that never started or is half-gone.
 
-stop_proc() { # name
-  local f=$dir/pids/$1 pid
-  [[ -f $f ]] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+stop_proc() { # name...: SIGTERM to all at once, then SIGKILL whatever still runs after 10 s
+  local name pid pids=()
+  for name in "$@"; do
+    [[ -f $dir/pids/$name ]] || continue
+    pid=$(cat "$dir/pids/$name")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
+    rm -f "$dir/pids/$name"
+  done
+  local alive
+  for _ in $(seq 100); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
 }
 
 # Every task in the cluster's containerd (pods in k8s.io, ESB's workers in esb):
 # thawed (a frozen task ignores SIGKILL), killed and deleted with its container.
-remove_containers() {
-  local c="ctr --address $containerd_sock" ns t
+remove_containers() { # socket
+  local c="ctr --address $1" ns t
   $c version >/dev/null 2>&1 || return 0
   for ns in $($c namespaces ls -q 2>/dev/null); do
     for t in $($c -n "$ns" tasks ls -q 2>/dev/null); do
@@ -52,7 +58,8 @@ unmount_all() {
 # Rules and chains of kubelet and kube-proxy (KUBE-*) and ours (ESB-LOCAL-*), IPv4 and IPv6.
 remove_iptables() {
   local ipt table chain rule
-  [[ -x $(command -v kube-proxy) && -f $dir/kube-proxy.yaml ]] && kube-proxy --cleanup --config "$dir/kube-proxy.yaml" >/dev/null 2>&1 || true
+  [[ -x $(command -v kube-proxy) && -f $dir/kube-proxy-esb-node.yaml ]] &&
+    kube-proxy --cleanup --config "$dir/kube-proxy-esb-node.yaml" >/dev/null 2>&1 || true
   for ipt in iptables ip6tables; do
     command -v $ipt >/dev/null || continue
     for table in filter nat mangle; do
@@ -81,17 +88,27 @@ restore_host_state() {
   rm -f /var/lib/kubelet/device-plugins/kubelet.sock
   find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
   # Empty cgroups the kubelet made (kubepods and its QoS and pod children).
-  find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
+  find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/esb-node2 -depth -type d \
+    -exec rmdir {} + 2>/dev/null || true
 }
 
+# The second node (--nodes 2): its processes, containers, namespace and route. Its
+# mounts live in its own mount namespace and go with its last process.
 down_all() {
-  local p
-  for p in ingress kube-proxy kube-scheduler kube-controller-manager; do stop_proc "$p"; done
-  remove_containers
-  stop_proc kubelet
-  remove_containers
-  stop_proc containerd
+  local node2=$dir/nodes/esb-node2/run/containerd.sock
+  stop_proc ingress kube-proxy node2-kube-proxy kube-scheduler kube-controller-manager
+  remove_containers "$containerd_sock"
+  remove_containers "$node2"
+  stop_proc kubelet node2-kubelet
+  # Pods the kubelets restarted meanwhile.
+  remove_containers "$containerd_sock"
+  remove_containers "$node2"
+  stop_proc containerd node2-containerd
   kill_shims
+  # The second node (--nodes 2): its mounts live in its own mount namespace and went
+  # with its last process; its route goes with its namespace's veth.
+  ip route del 10.244.1.0/24 2>/dev/null || true
+  ip netns del esb-node2 2>/dev/null || true
   stop_proc kube-apiserver
   stop_proc etcd
   unmount_all
