@@ -17,6 +17,7 @@ import { expectSuccess, helm, kubectl, repoRoot, run } from "../install/chart-to
 import {
   buildAndLoadImages,
   clusterDown,
+  helmInstall,
   clusterUp,
   hostState,
   mountsUnder,
@@ -24,27 +25,11 @@ import {
   type HostState,
   type LocalCluster,
 } from "./local-cluster.js";
+import { eventually } from "@esb/controller/kube-test-support";
 
 const NS = "esb-system";
 const MINUTE = 60_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` until it returns a value other than undefined; throws with `what` after `timeoutMs`. */
-async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`${what}: not after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}`);
-    await sleep(500);
-  }
-}
 
 interface Pod {
   metadata: { name: string; labels?: Record<string, string> };
@@ -107,25 +92,7 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     figures.nodeReadySeconds = cluster.nodeReadySeconds;
     await buildAndLoadImages(cluster, join(dir, "images"));
     const t = Date.now();
-    expectSuccess(
-      await helm([
-        "--kubeconfig",
-        cluster.kubeconfig,
-        "upgrade",
-        "--install",
-        "esb",
-        join(repoRoot, "charts", "esb"),
-        "--namespace",
-        NS,
-        "--create-namespace",
-        "-f",
-        cluster.valuesFile,
-        "--wait",
-        "--timeout",
-        "5m",
-      ]),
-      "helm install",
-    );
+    await helmInstall(cluster, NS);
     figures.helmInstallSeconds = (Date.now() - t) / 1000;
     lambda = new LambdaClient({
       endpoint: cluster.ingress,
@@ -163,11 +130,15 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     async () => {
       await applyExample("hello.yaml");
       await applyExample("items-api.yaml");
-      await until("hello Ready", 5 * MINUTE, () => lfReady("hello"));
-      const items = await until("items-api Ready with a warm worker", 5 * MINUTE, async () => {
-        const f = await lfReady("items-api");
-        return f && (f.status?.warmWorkers ?? 0) >= 1 ? f : undefined;
-      });
+      await eventually("hello Ready", () => lfReady("hello"), 5 * MINUTE);
+      const items = await eventually(
+        "items-api Ready with a warm worker",
+        async () => {
+          const f = await lfReady("items-api");
+          return f && (f.status?.warmWorkers ?? 0) >= 1 ? f : undefined;
+        },
+        5 * MINUTE,
+      );
       expect(items.status?.warmWorkers).toBeGreaterThanOrEqual(1);
       expect(await taskIds(cluster)).not.toHaveLength(0);
     },
@@ -227,12 +198,16 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
           "export const handler = async (e) => ({ ok: true, message: `goodbye ${e?.name}` });\n";
       });
       const generation = (await lf("hello")).metadata.generation;
-      await until("hello at its new generation", 3 * MINUTE, () => lfReady("hello", generation));
-      const body = await until("the new code answers", MINUTE, async () => {
-        const r = await invoke("hello", { name: "v2" });
-        const json = (await r.json()) as { message?: string };
-        return json.message === "goodbye v2" ? json : undefined;
-      });
+      await eventually("hello at its new generation", () => lfReady("hello", generation), 3 * MINUTE);
+      const body = await eventually(
+        "the new code answers",
+        async () => {
+          const r = await invoke("hello", { name: "v2" });
+          const json = (await r.json()) as { message?: string };
+          return json.message === "goodbye v2" ? json : undefined;
+        },
+        MINUTE,
+      );
       expect(body.message).toBe("goodbye v2");
     },
     5 * MINUTE,
@@ -259,10 +234,14 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
       });
       await sleep(1000);
       await kOk("-n", NS, "delete", "pod", agent.metadata.name, "--wait=false");
-      const fresh = await until("a new agent pod Ready", 3 * MINUTE, async () => {
-        const p = (await pods("agent")).find((x) => x.metadata.name !== agent.metadata.name && ready(x));
-        return p;
-      });
+      const fresh = await eventually(
+        "a new agent pod Ready",
+        async () => {
+          const p = (await pods("agent")).find((x) => x.metadata.name !== agent.metadata.name && ready(x));
+          return p;
+        },
+        3 * MINUTE,
+      );
       await sleep(3000);
       stop = true;
       await Promise.all(load);
@@ -291,15 +270,19 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
             spec: { holderIdentity?: string };
           }
         ).spec.holderIdentity;
-      const leader = await until("a leader", MINUTE, holder);
+      const leader = await eventually("a leader", holder, MINUTE);
       await kOk("-n", NS, "delete", "pod", leader, "--wait=false");
-      const next = await until("another leader", 2 * MINUTE, async () => {
-        const h = await holder();
-        return h && h !== leader ? h : undefined;
-      });
+      const next = await eventually(
+        "another leader",
+        async () => {
+          const h = await holder();
+          return h && h !== leader ? h : undefined;
+        },
+        2 * MINUTE,
+      );
       expect(next).not.toBe(leader);
       await applyExample("shell-echo.yaml");
-      await until("shell-echo Ready under the new leader", 3 * MINUTE, () => lfReady("shell-echo"));
+      await eventually("shell-echo Ready under the new leader", () => lfReady("shell-echo"), 3 * MINUTE);
       expect((await invoke("shell-echo", { say: "hi" })).status).toBe(200);
     },
     6 * MINUTE,
@@ -309,10 +292,14 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     "kubectl delete: the functions' workers are gone from containerd",
     async () => {
       await kOk("delete", "lf", "hello", "shell-echo", "--wait=true", "--timeout=120s");
-      const left = await until("no hello/shell-echo task", 2 * MINUTE, async () => {
-        const ids = await taskIds(cluster);
-        return ids.some((id) => /hello|shell-echo/.test(id)) ? undefined : ids;
-      });
+      const left = await eventually(
+        "no hello/shell-echo task",
+        async () => {
+          const ids = await taskIds(cluster);
+          return ids.some((id) => /hello|shell-echo/.test(id)) ? undefined : ids;
+        },
+        2 * MINUTE,
+      );
       expect(left.filter((id) => /hello|shell-echo/.test(id))).toEqual([]);
     },
     4 * MINUTE,
@@ -336,8 +323,11 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
         ]),
         "helm uninstall",
       );
-      await until("no ESB pod", 2 * MINUTE, async () =>
-        JSON.parse(await kOk("-n", NS, "get", "pods", "-o", "json")).items.length === 0 ? true : undefined,
+      await eventually(
+        "no ESB pod",
+        async () =>
+          JSON.parse(await kOk("-n", NS, "get", "pods", "-o", "json")).items.length === 0 ? true : undefined,
+        2 * MINUTE,
       );
       expect(await taskIds(cluster)).toEqual([]);
       expect(await readdir(join(cluster.dir, "netns")).catch(() => [])).toEqual([]);

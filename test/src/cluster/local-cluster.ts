@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { expectSuccess, repoRoot, run, type CommandResult } from "../install/chart-tools.js";
+import { expectSuccess, helm, repoRoot, run, type CommandResult } from "../install/chart-tools.js";
 
 /** A running local cluster, as `hack/cluster.sh up` reported it. */
 export interface LocalCluster {
@@ -24,10 +24,38 @@ export interface LocalCluster {
   nodeReadySeconds?: number;
 }
 
-/** Runs `hack/cluster.sh up --dir DIR`; throws with its output when it fails. */
-export async function clusterUp(dir: string): Promise<LocalCluster> {
+/** Where hack/cluster.sh records the folder of the one cluster this machine may run. */
+const CLUSTER_LOCK = "/run/esb-cluster.dir";
+
+/**
+ * Runs `hack/cluster.sh up --dir DIR --nodes N`; throws with its output when it fails.
+ * One cluster runs per machine: while another test file's cluster runs, this waits
+ * (up to `waitMs`) for it to go.
+ */
+export async function clusterUp(dir: string, nodes = 1, waitMs = 15 * 60_000): Promise<LocalCluster> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const other = (await readFile(CLUSTER_LOCK, "utf8").catch(() => "")).trim();
+    if (
+      !other ||
+      other === dir ||
+      !(await readdir(other).then(
+        () => true,
+        () => false,
+      ))
+    )
+      break;
+    if (Date.now() > deadline) throw new Error(`another ESB cluster (${other}) still runs`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
   const started = Date.now();
-  const result = await run(join(repoRoot, "hack", "cluster.sh"), ["up", "--dir", dir]);
+  const result = await run(join(repoRoot, "hack", "cluster.sh"), [
+    "up",
+    "--dir",
+    dir,
+    "--nodes",
+    String(nodes),
+  ]);
   const out = expectSuccess(result, "hack/cluster.sh up");
   const line = (key: string): string => {
     const m = new RegExp(`^${key}=(.+)$`, "m").exec(out);
@@ -51,24 +79,29 @@ export function clusterDown(dir: string): Promise<CommandResult> {
   return run(join(repoRoot, "hack", "cluster.sh"), ["down", "--dir", dir]);
 }
 
-/** `ctr` against the cluster's containerd in namespace `ns`. */
-export async function ctr(cluster: LocalCluster, ns: string, args: string[]): Promise<string> {
-  return expectSuccess(
-    await run("ctr", ["--address", cluster.containerdSocket, "-n", ns, ...args]),
-    `ctr -n ${ns} ${args.join(" ")}`,
-  );
+/** The containerd socket of every node: node 1's, then those of nodes/<name> (`--nodes 2`). */
+export async function nodeSockets(cluster: LocalCluster): Promise<string[]> {
+  const others = await readdir(join(cluster.dir, "nodes")).catch(() => [] as string[]);
+  return [
+    cluster.containerdSocket,
+    ...others.sort().map((n) => join(cluster.dir, "nodes", n, "run", "containerd.sock")),
+  ];
 }
 
-/** Task ids in the cluster containerd's namespace `ns` (ESB's workers live in `esb`). */
-export async function taskIds(cluster: LocalCluster, ns = "esb"): Promise<string[]> {
-  const out = await run("ctr", ["--address", cluster.containerdSocket, "-n", ns, "tasks", "ls", "-q"]);
+/** Task ids in containerd namespace `ns` (ESB's workers live in `esb`) of one node's containerd (default node 1's). */
+export async function taskIds(
+  cluster: LocalCluster,
+  ns = "esb",
+  socket = cluster.containerdSocket,
+): Promise<string[]> {
+  const out = await run("ctr", ["--address", socket, "-n", ns, "tasks", "ls", "-q"]);
   if (out.code !== 0) return []; // the namespace does not exist yet
   return out.stdout.split("\n").filter(Boolean).sort();
 }
 
 /**
  * Builds the three component images with the project's builder (what `make images`
- * runs) into `outDir` and imports the archives into the node (what `make cluster-load` runs).
+ * runs) into `outDir` and imports the archives into every node (what `make cluster-load` runs).
  */
 export async function buildAndLoadImages(cluster: LocalCluster, outDir: string): Promise<string[]> {
   expectSuccess(
@@ -88,7 +121,13 @@ export async function buildAndLoadImages(cluster: LocalCluster, outDir: string):
       "build-component-images",
     ),
   ) as { images: { imageName: string; archive: string }[] };
-  for (const image of report.images) await ctr(cluster, "k8s.io", ["images", "import", image.archive]);
+  for (const socket of await nodeSockets(cluster)) {
+    for (const image of report.images)
+      expectSuccess(
+        await run("ctr", ["--address", socket, "-n", "k8s.io", "images", "import", image.archive]),
+        `ctr images import ${image.archive}`,
+      );
+  }
   return report.images.map((i) => i.imageName);
 }
 
@@ -155,4 +194,29 @@ export async function mountsUnder(dir: string): Promise<string[]> {
     .split("\n")
     .map((l) => l.split(" ")[1])
     .filter((m): m is string => !!m && (m === dir || m.startsWith(`${dir}/`)));
+}
+
+/** `helm upgrade --install esb charts/esb --wait` with the cluster's values and `extra` arguments. */
+export async function helmInstall(
+  cluster: LocalCluster,
+  namespace: string,
+  extra: string[] = [],
+): Promise<void> {
+  expectSuccess(
+    await helm([
+      ...["--kubeconfig", cluster.kubeconfig, "upgrade", "--install", "esb", join(repoRoot, "charts", "esb")],
+      ...[
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "-f",
+        cluster.valuesFile,
+        "--wait",
+        "--timeout",
+        "5m",
+      ],
+      ...extra,
+    ]),
+    "helm install",
+  );
 }
