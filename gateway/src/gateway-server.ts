@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@esb/common";
@@ -8,6 +9,7 @@ import { FunctionInvoker } from "./function-invoker.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { GatewayConfig } from "./gateway-config.js";
 import { GatewayMetrics } from "./gateway-metrics.js";
+import { LambdaApiError } from "./lambda-api-error.js";
 import { HttpRouteHandler } from "./http-route-handler.js";
 import { InvocationRecorder } from "./invocation-recorder.js";
 import { InvokeApiHandler } from "./invoke-api-handler.js";
@@ -15,6 +17,12 @@ import { WorkerBroker } from "./worker-broker.js";
 import { WorkerHttpClient } from "./worker-http-client.js";
 
 const FUNCTION_PATH = /^\/2015-03-31\/functions\/([^/?]+)(\/invocations)?\/?$/;
+/**
+ * ESB's own paths, never handed to a function's HTTP route: every date-versioned
+ * Lambda API prefix (`/2015-03-31/`, `/2018-10-31/`, …) and the health and metrics
+ * endpoints, whatever the method.
+ */
+const RESERVED_PATH = /^\/(\d{4}-\d{2}-\d{2}(\/|$)|(healthz|readyz|metrics)\/?$)/;
 
 /** What {@link GatewayServer} is built from; registry and discovery decide Kubernetes vs standalone. */
 export interface GatewayServerOptions {
@@ -154,7 +162,21 @@ export class GatewayServer {
       res.end(body);
       return;
     }
+    if (RESERVED_PATH.test(path)) return this.unknownOperation(req, res, path);
     return this.routes.handle(req, res);
+  }
+
+  /** A reserved path with a method or sub-path ESB does not serve: AWS's error, never a user route. */
+  private unknownOperation(req: IncomingMessage, res: ServerResponse, path: string): void {
+    req.resume();
+    if (/^\/(healthz|readyz|metrics)\/?$/.test(path)) {
+      res.setHeader("allow", "GET");
+      return text(res, 405, `${req.method} is not allowed on ${path}; use GET\n`);
+    }
+    new LambdaApiError(
+      "UnknownOperationException",
+      `Unknown operation: ${req.method} ${path} (ESB serves Invoke at POST /2015-03-31/functions/{FunctionName}/invocations)`,
+    ).send(res, randomUUID());
   }
 }
 

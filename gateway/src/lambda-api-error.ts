@@ -10,6 +10,8 @@ export const LAMBDA_ERROR_STATUS = {
   TooManyRequestsException: 429,
   ServiceException: 500,
   UnsupportedMediaTypeException: 415,
+  /** A path under the Lambda API's prefixes that names no operation ESB serves, or a wrong method. */
+  UnknownOperationException: 404,
 } as const;
 
 /** One of {@link LAMBDA_ERROR_STATUS}'s keys. */
