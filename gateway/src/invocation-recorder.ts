@@ -1,5 +1,6 @@
 import type { Logger } from "@esb/common";
 import type { GatewayMetrics, StartKindLabel } from "./gateway-metrics.js";
+import { LAMBDA_ERROR_STATUS } from "./lambda-api-error.js";
 
 /** Outcome label of an invocation in logs and metrics. */
 export type InvocationStatus =
@@ -32,15 +33,13 @@ export class InvocationRecorder {
   ) {}
 
   record(r: InvocationRecord): void {
-    this.metrics.invocations.inc({ function: r.function, type: r.type, status: r.status });
-    if (r.status !== "ok")
-      this.metrics.errors.inc({ function: r.function, type: r.type, error: r.error ?? r.status });
-    if (r.status === "throttled") this.metrics.throttles.inc({ function: r.function });
+    // Labels are bounded (callers choose names, functions choose error types); logs keep both as given.
+    const fn = functionLabel(r);
+    this.metrics.invocations.inc({ function: fn, type: r.type, status: r.status });
+    if (r.status !== "ok") this.metrics.errors.inc({ function: fn, type: r.type, error: errorLabel(r) });
+    if (r.status === "throttled") this.metrics.throttles.inc({ function: fn });
     if (r.startKind !== "none") {
-      this.metrics.duration.observe(
-        { function: r.function, type: r.type, start: r.startKind },
-        r.durationMs / 1000,
-      );
+      this.metrics.duration.observe({ function: fn, type: r.type, start: r.startKind }, r.durationMs / 1000);
     }
     const line = {
       requestId: r.requestId,
@@ -55,4 +54,40 @@ export class InvocationRecorder {
     if (r.status === "service_error") this.logger.error(line, "invocation");
     else this.logger.info(line, "invocation");
   }
+}
+
+/** The `function` label of a name that resolved to no LambdaFunction: one series for all of them. */
+export const UNRESOLVED_FUNCTION_LABEL = "(unresolved)";
+/** The `error` label of an error type a function chose itself (its `errorType`). */
+export const FUNCTION_ERROR_LABEL = "Function";
+
+/** `namespace/name` of a resolved LambdaFunction (Kubernetes name rules). */
+const FUNCTION_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[A-Za-z0-9][-A-Za-z0-9_.]{0,252}$/;
+
+/** Error types the platform itself reports: AWS's API errors and the runtime's and sandbox's own. */
+const PLATFORM_ERRORS = new Set<string>([
+  ...Object.keys(LAMBDA_ERROR_STATUS),
+  "Runtime.ExitError",
+  "Runtime.OutOfMemory",
+  "Runtime.HandlerNotFound",
+  "Runtime.ImportModuleError",
+  "Runtime.InvalidEntrypoint",
+  "Runtime.InvalidResponse",
+  "Runtime.MalformedHandlerName",
+  "Runtime.PlatformError",
+  "Runtime.SerializationError",
+  "Runtime.ShellInit",
+  "Runtime.UnhandledPromiseRejection",
+  "Runtime.Unknown",
+  "Runtime.UserCodeSyntaxError",
+  "Sandbox.Timedout",
+]);
+
+function functionLabel(r: InvocationRecord): string {
+  return r.status === "not_found" || !FUNCTION_KEY.test(r.function) ? UNRESOLVED_FUNCTION_LABEL : r.function;
+}
+
+function errorLabel(r: InvocationRecord): string {
+  if (r.error === undefined) return r.status;
+  return PLATFORM_ERRORS.has(r.error) ? r.error : FUNCTION_ERROR_LABEL;
 }
