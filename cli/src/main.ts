@@ -25,6 +25,12 @@ export function buildProgram(): Command {
       "run agent, gateway and controller on this machine (containerd-backed), serving the functions in a folder",
     )
     .option("-f, --functions <dir>", "folder of LambdaFunction manifests (watched)", "examples/functions")
+    .option(
+      "--code-root <dir>",
+      "another folder that spec.code.path may name (repeatable; default: only the functions folder)",
+      (dir: string, dirs: string[]) => [...dirs, dir],
+      [] as string[],
+    )
     .option("-p, --port <port>", "gateway port", portNumber, 9000)
     .option("--host <address>", "gateway listen address", "127.0.0.1")
     .option("--state-dir <dir>", "containerd, agent and CNI state", "/var/lib/esb/standalone")
@@ -34,6 +40,7 @@ export function buildProgram(): Command {
     .action(
       async (opts: {
         functions: string;
+        codeRoot: string[];
         port: number;
         host: string;
         stateDir: string;
@@ -45,6 +52,7 @@ export function buildProgram(): Command {
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
         const stack = new StandaloneStack({
           functionsDir: opts.functions,
+          codeRoots: opts.codeRoot,
           port: opts.port,
           host: opts.host,
           stateDir: opts.stateDir,

@@ -16,6 +16,8 @@ import { PrivateContainerd } from "./private-containerd.js";
 export interface StandaloneOptions {
   /** Folder of LambdaFunction manifests (watched). */
   functionsDir: string;
+  /** Folders besides functionsDir that a manifest's `code.path` may name. */
+  codeRoots?: string[];
   /** Gateway port (default 9000) and address (default 127.0.0.1). */
   port: number;
   host: string;
@@ -112,6 +114,7 @@ export class StandaloneStack {
 
       this.source = new FolderFunctionSource(this.options.functionsDir, {
         defaultNamespace: gatewayConfig.namespace,
+        codeRoots: this.options.codeRoots,
         logger: logger.child({ component: "controller" }),
       });
       this.controller = new Controller({

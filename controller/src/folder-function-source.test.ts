@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
-import { mkdtemp, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, LAMBDA_FUNCTION_MESSAGES } from "@esb/common";
@@ -55,6 +55,7 @@ describe("FolderFunctionSource with the reconciler (standalone)", () => {
       join(dir, "shell.yml"),
       "apiVersion: esb.dev/v1alpha1\nkind: LambdaFunction\nmetadata:\n  name: shell\n  namespace: tools\nspec:\n  runtime: provided\n  code:\n    path: ./shell\n",
     );
+    await mkdir(join(dir, "shell"));
     await writeFile(join(dir, "notes.txt"), "ignored");
     agents = new StaticAgentDirectory([a1.url, a2.url]);
     source = new FolderFunctionSource(dir, { logger, pollMs: 200 });
@@ -149,5 +150,63 @@ describe("FolderFunctionSource with the reconciler (standalone)", () => {
     await unlink(join(dir, "hello.yaml"));
     await eventually("DestroyFunction", () => a1.callsFor("DestroyFunction", "default/hello").length > 0);
     expect(source.get("default/hello")).toBeUndefined();
+  });
+});
+
+describe("FolderFunctionSource: code.path stays inside the functions folder", () => {
+  let dir: string;
+  let outside: string;
+  const manifest = (name: string, path: string) =>
+    `apiVersion: esb.dev/v1alpha1\nkind: LambdaFunction\nmetadata:\n  name: ${name}\nspec:\n  runtime: provided\n  code:\n    path: ${path}\n`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "esb-confine-"));
+    outside = await mkdtemp(join(tmpdir(), "esb-outside-"));
+    const functions = join(dir, "functions");
+    await mkdir(join(functions, "inside"), { recursive: true });
+    await symlink("/etc", join(functions, "etc-link"));
+    await symlink(outside, join(functions, "outside-link"));
+    await writeFile(join(functions, "inside.yaml"), manifest("inside", "./inside"));
+    await writeFile(join(functions, "root.yaml"), manifest("root", "/"));
+    await writeFile(join(functions, "up.yaml"), manifest("up", ".."));
+    await writeFile(join(functions, "etc.yaml"), manifest("etc", "./etc-link"));
+    await writeFile(join(functions, "missing.yaml"), manifest("missing", "./nowhere"));
+    await writeFile(join(functions, "file.yaml"), manifest("file", "./inside.yaml"));
+    await writeFile(join(functions, "allowed.yaml"), manifest("allowed", "./outside-link"));
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+    await rm(outside, { recursive: true, force: true });
+  });
+
+  const scan = async (codeRoots?: string[]) => {
+    const source = new FolderFunctionSource(join(dir, "functions"), { logger, pollMs: 60_000, codeRoots });
+    await source.start(() => undefined);
+    await source.stop();
+    return source;
+  };
+
+  it("rejects /, a parent folder, a symlink out of the folder, a missing path and a file", async () => {
+    const source = await scan();
+    expect(source.keys()).toEqual(["default/inside"]);
+    const errors = source.invalidManifests();
+    expect(errors.get("root.yaml")).toEqual([
+      `root.yaml: spec.code.path / is outside the functions folder ${join(dir, "functions")}; code must stay inside it (esb up --code-root DIR allows another folder)`,
+    ]);
+    expect(errors.get("up.yaml")?.[0]).toContain(`spec.code.path ${dir} is outside the functions folder`);
+    expect(errors.get("etc.yaml")?.[0]).toContain("(resolves to /etc) is outside the functions folder");
+    expect(errors.get("allowed.yaml")?.[0]).toContain(`(resolves to ${outside}) is outside`);
+    expect(errors.get("missing.yaml")).toEqual([
+      `missing.yaml: spec.code.path ${join(dir, "functions", "nowhere")} does not exist`,
+    ]);
+    expect(errors.get("file.yaml")?.[0]).toContain("is not a folder");
+  });
+
+  it("accepts a folder an operator allowed with codeRoots (esb up --code-root), and never /", async () => {
+    const source = await scan([outside, "/"]);
+    expect(source.keys().sort()).toEqual(["default/allowed", "default/inside"]);
+    expect(source.invalidManifests().has("root.yaml")).toBe(true);
+    expect(source.invalidManifests().has("etc.yaml")).toBe(true);
   });
 });

@@ -1,6 +1,6 @@
-import { watch, type FSWatcher } from "node:fs";
+import { realpathSync, statSync, watch, type FSWatcher } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
-import { isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, resolve, sep } from "node:path";
 import { parseAllDocuments } from "yaml";
 import {
   validateLambdaFunction,
@@ -16,6 +16,11 @@ export interface FolderFunctionSourceOptions {
   defaultNamespace?: string;
   /** Rescan interval, a fallback for file-system events that get lost. Default 2 s. */
   pollMs?: number;
+  /**
+   * Folders besides the functions folder that `code.path` may name. A code path must
+   * resolve (symlinks included) inside one of them; never `/`.
+   */
+  codeRoots?: string[];
   logger: Logger;
 }
 
@@ -34,7 +39,9 @@ const MANIFEST = /\.(ya?ml|json)$/i;
  * are logged with those messages and skipped, never fatal. The folder is
  * watched: added, changed and removed manifests are applied like `kubectl
  * apply`/`delete` would (a changed spec bumps `metadata.generation`). A
- * relative `code.path` is taken relative to the manifest's folder. Status lives
+ * relative `code.path` is taken relative to the manifest's folder, and every code
+ * path must resolve (symlinks included) inside the functions folder or one of
+ * `codeRoots`: a manifest cannot hand the host's `/` to a function. Status lives
  * in memory and is logged.
  */
 export class FolderFunctionSource implements FunctionSource {
@@ -57,6 +64,31 @@ export class FolderFunctionSource implements FunctionSource {
     private readonly options: FolderFunctionSourceOptions,
   ) {
     this.dir = resolve(dir);
+  }
+
+  /** Why `path` may not be a function's code (outside every allowed folder, missing, not a folder), or undefined. */
+  private confineCodePath(path: string): string | undefined {
+    let real: string;
+    try {
+      real = realpathSync(path);
+    } catch {
+      return `spec.code.path ${path} does not exist`;
+    }
+    const roots: string[] = [];
+    for (const root of [this.dir, ...(this.options.codeRoots ?? [])]) {
+      try {
+        const r = realpathSync(root);
+        if (r !== "/") roots.push(r);
+      } catch {
+        // a missing allowed folder allows nothing
+      }
+    }
+    if (!roots.some((r) => real === r || real.startsWith(`${r}${sep}`))) {
+      const where = real === path ? "" : ` (resolves to ${real})`;
+      return `spec.code.path ${path}${where} is outside the functions folder ${this.dir}; code must stay inside it (esb up --code-root DIR allows another folder)`;
+    }
+    if (!statSync(real).isDirectory()) return `spec.code.path ${path} is not a folder`;
+    return undefined;
   }
 
   async start(enqueue: (key: string) => void): Promise<void> {
@@ -205,6 +237,11 @@ export class FolderFunctionSource implements FunctionSource {
         const fn = r.fn;
         if (fn.spec.code?.path && !isAbsolute(fn.spec.code.path))
           fn.spec.code.path = resolve(this.dir, fn.spec.code.path);
+        const confined = fn.spec.code?.path ? this.confineCodePath(fn.spec.code.path) : undefined;
+        if (confined) {
+          fileErrors.push(`${where}: ${confined}`);
+          return;
+        }
         const key = functionKey(fn);
         if (next.has(key)) {
           fileErrors.push(
