@@ -95,7 +95,6 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["patch", lf, other, "status"],
         ["update", lf, other, "finalizers"],
         ["get", "configmaps", other],
-        ["watch", "configmaps", "*"],
         ["create", "events", other],
         ["patch", "events", other],
         ["create", "events.events.k8s.io", other],
@@ -112,6 +111,8 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["list", "secrets", "*"],
         ["update", "configmaps", other],
         ["delete", "configmaps", other],
+        ["list", "configmaps", "*"],
+        ["watch", "configmaps", "*"],
         ["list", "pods", other],
         ["create", "pods", namespace],
         ["delete", "pods", namespace],
@@ -197,16 +198,17 @@ describe("chart RBAC in the test kube-apiserver", () => {
     const gateway = await rbac.kubeConfigFor("gateway");
     const agent = await rbac.kubeConfigFor("agent");
 
-    // Controller: reads, writes status (merge patch), reads ConfigMaps; no Secrets.
+    // Controller: reads, writes status (merge patch), reads ConfigMaps by name; no Secrets.
     expect(await statusOf(objects(controller).getNamespacedCustomObject(target))).toBe(200);
     const statusPatch = objects(controller).patchNamespacedCustomObjectStatus(
       { ...target, body: { status: { observedGeneration: 1, readyWorkers: 0 } } },
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
     expect(await statusOf(statusPatch)).toBe(200);
-    expect(await statusOf(controller.makeApiClient(CoreV1Api).listNamespacedConfigMap({ namespace }))).toBe(
-      200,
-    );
+    // A ConfigMap by name only: allowed (404 for one that does not exist), listing is not.
+    const core = controller.makeApiClient(CoreV1Api);
+    expect(await statusOf(core.readNamespacedConfigMap({ namespace, name: "no-such-code" }))).toBe(404);
+    expect(await statusOf(core.listNamespacedConfigMap({ namespace }))).toBe(403);
     expect(await statusOf(controller.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace }))).toBe(403);
 
     // Gateway: lists and reads functions everywhere; cannot change them.
