@@ -12,8 +12,7 @@ import {
   type V1PodCondition,
 } from "@kubernetes/client-node";
 import { createLogger, type LambdaFunction, type LambdaFunctionStatus } from "@esb/common";
-import type { AgentDirectory, AgentEndpoint, KnownAgent } from "./agent-directory.js";
-import { agentNameFromUrl, StaticAgentDirectory } from "./agent-directory.js";
+import { StaticAgentDirectory, type AgentDirectory } from "./agent-directory.js";
 import { Controller } from "./controller.js";
 import type { FunctionSource } from "./function-source.js";
 import { KubernetesAgentDirectory } from "./kubernetes-agent-directory.js";
@@ -34,38 +33,6 @@ const version = "v1alpha1";
 const plural = "lambdafunctions";
 const AGENT_LABELS = { "app.kubernetes.io/name": "esb", "app.kubernetes.io/component": "agent" };
 const AGENT_SELECTOR = "app.kubernetes.io/name=esb,app.kubernetes.io/component=agent";
-
-/**
- * A directory that knows no agent until `sync()` is called: what a new leader's
- * Kubernetes directory looks like before its first list of agent pods.
- */
-class UnsyncedAgentDirectory implements AgentDirectory {
-  private synced = false;
-  private agents: AgentEndpoint[] = [];
-  private readonly listeners: Array<() => void> = [];
-
-  constructor(private readonly urls: string[]) {}
-
-  async start(): Promise<void> {}
-  async stop(): Promise<void> {}
-  list(): AgentEndpoint[] {
-    return [...this.agents];
-  }
-  known(): KnownAgent[] {
-    return this.agents.map((a) => ({ ...a, ready: true }));
-  }
-  isSynced(): boolean {
-    return this.synced;
-  }
-  onChange(listener: () => void): void {
-    this.listeners.push(listener);
-  }
-  sync(): void {
-    this.synced = true;
-    this.agents = this.urls.map((url) => ({ name: agentNameFromUrl(url), url }));
-    for (const l of this.listeners) l();
-  }
-}
 
 describe("deleting a function waits for the agents; orphaned workers are collected", () => {
   let kc: KubeConfig;
@@ -188,7 +155,7 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     await first.stop();
 
     // A new controller whose directory does not know the agents yet (the trial's new leader).
-    const directory = new UnsyncedAgentDirectory([agent.url]);
+    const directory = new StaticAgentDirectory([], { synced: false });
     const second = newController(directory);
     await second.start();
     await del("early");
@@ -208,7 +175,7 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     expect(agent.callsFor("DestroyFunction", `${namespace}/early`)).toEqual([]);
     expect(agent.functions.has(`${namespace}/early`)).toBe(true);
 
-    directory.sync();
+    directory.setAgents([agent.url]);
     await eventually("early gone", () => gone("early"));
     expect(agent.callsFor("DestroyFunction", `${namespace}/early`).length).toBeGreaterThan(0);
     expect(agent.functions.has(`${namespace}/early`)).toBe(false);

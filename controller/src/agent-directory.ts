@@ -52,15 +52,19 @@ export function agentNameFromUrl(url: string): string {
 
 /**
  * A fixed list of agent URLs (standalone `esb up`, or AGENT_URLS). It is synced
- * from the start and every agent in it is known and ready; `setAgents` exists
- * for callers (and tests) that manage agents themselves.
+ * from the start (unless `synced: false`) and every agent in it is known and ready;
+ * `setAgents` exists for callers (and tests) that manage agents themselves, and
+ * marks it synced.
  */
 export class StaticAgentDirectory implements AgentDirectory {
   private agents: AgentEndpoint[];
   private readonly listeners: Array<() => void> = [];
+  private synced: boolean;
 
-  constructor(agents: Array<string | AgentEndpoint>) {
+  /** @param options.synced false: knows no agent yet, like a new leader's Kubernetes directory before its first list. */
+  constructor(agents: Array<string | AgentEndpoint>, options: { synced?: boolean } = {}) {
     this.agents = StaticAgentDirectory.normalise(agents);
+    this.synced = options.synced ?? true;
   }
 
   private static normalise(agents: Array<string | AgentEndpoint>): AgentEndpoint[] {
@@ -81,16 +85,17 @@ export class StaticAgentDirectory implements AgentDirectory {
   }
 
   isSynced(): boolean {
-    return true;
+    return this.synced;
   }
 
   onChange(listener: () => void): void {
     this.listeners.push(listener);
   }
 
-  /** Replaces the list and notifies listeners. */
+  /** Replaces the list, marks the directory synced and notifies listeners. */
   setAgents(agents: Array<string | AgentEndpoint>): void {
     this.agents = StaticAgentDirectory.normalise(agents);
+    this.synced = true;
     for (const l of this.listeners) l();
   }
 }
