@@ -123,24 +123,7 @@ describe("deleting a function waits for the agents; orphaned workers are collect
 
   afterAll(async () => {
     await agent?.stop();
-    if (namespace) {
-      // Let leftover finalizers go, so that the namespace can be cleaned.
-      const list = (await api
-        .listNamespacedCustomObject({ group, version, namespace, plural })
-        .catch(() => ({ items: [] }))) as { items: LambdaFunction[] };
-      for (const fn of list.items)
-        await api
-          .patchNamespacedCustomObject({
-            group,
-            version,
-            namespace,
-            plural,
-            name: fn.metadata.name,
-            body: [{ op: "remove", path: "/metadata/finalizers" }],
-          })
-          .catch(() => undefined);
-      await deleteTestNamespace(kc, namespace);
-    }
+    if (namespace) await deleteTestNamespace(kc, namespace);
   });
 
   it("keeps the finalizer of a deleted function while the agent directory has not synced, and removes it once it has", async () => {

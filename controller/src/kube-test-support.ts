@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import {
   ApiextensionsV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   KubeConfig,
   loadYaml,
   type V1CustomResourceDefinition,
@@ -94,6 +95,21 @@ export async function createTestNamespace(kc: KubeConfig, prefix: string): Promi
 
 /** Deletes a test namespace (without a namespace controller it stays Terminating; its name is never reused). */
 export async function deleteTestNamespace(kc: KubeConfig, name: string): Promise<void> {
+  // Finalizers left by a test (no controller runs any more) would keep its LambdaFunctions forever.
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const target = { group: "esb.dev", version: "v1alpha1", namespace: name, plural: "lambdafunctions" };
+  const list = (await api.listNamespacedCustomObject(target).catch(() => ({ items: [] }))) as {
+    items: { metadata: { name: string; finalizers?: string[] } }[];
+  };
+  for (const fn of list.items.filter((f) => f.metadata.finalizers?.length)) {
+    await api
+      .patchNamespacedCustomObject({
+        ...target,
+        name: fn.metadata.name,
+        body: [{ op: "remove", path: "/metadata/finalizers" }],
+      })
+      .catch(() => undefined);
+  }
   await kc
     .makeApiClient(CoreV1Api)
     .deleteNamespace({ name })

@@ -112,23 +112,7 @@ describe("esb-controller uninstall", () => {
 
   afterAll(async () => {
     await agent?.stop();
-    if (namespace) {
-      const list = (await api
-        .listNamespacedCustomObject({ group, version, namespace, plural })
-        .catch(() => ({ items: [] }))) as { items: LambdaFunction[] };
-      for (const fn of list.items)
-        await api
-          .patchNamespacedCustomObject({
-            group,
-            version,
-            namespace,
-            plural,
-            name: fn.metadata.name,
-            body: [{ op: "remove", path: "/metadata/finalizers" }],
-          })
-          .catch(() => undefined);
-      await deleteTestNamespace(kc, namespace);
-    }
+    if (namespace) await deleteTestNamespace(kc, namespace);
   });
 
   it("stops the controllers, destroys every function's workers, removes the finalizers and reports an agent it could not reach", async () => {
