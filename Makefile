@@ -10,7 +10,9 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 all: build
 
 node_modules/.package-lock.json: package.json package-lock.json */package.json
-	npm install --no-audit --no-fund
+	@# npm itself runs on the machine's Node (often older than the node@24 it installs): its
+	@# engine warnings about that say nothing useful, so only errors are shown.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 ## install: npm dependencies from the lock file (Node 24 comes with them)
