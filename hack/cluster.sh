@@ -116,12 +116,26 @@ check_prerequisites() {
   [[ -x $cni_bin_dir/bridge && -x $cni_bin_dir/host-local && -x $cni_bin_dir/portmap ]] || missing+=("CNI plugins in $cni_bin_dir")
   ((${#missing[@]} == 0)) || { log "missing: ${missing[*]} (make cluster-up builds and installs them)"; exit 1; }
   [[ -f $here/../runtime/dist/image/oci-image-writer.js ]] || { log "run make build first (the pause image uses runtime/dist)"; exit 1; }
-  if [[ -f $lock && $(cat "$lock") != "$dir" ]] && [[ -d $(cat "$lock") ]]; then
-    log "another ESB cluster runs from $(cat "$lock"); stop it first: hack/cluster.sh down --dir $(cat "$lock")"; exit 1
+}
+
+# Claims the machine for this cluster (the bridge, iptables names and sysctls are
+# machine-wide): atomically, so that two starts at once cannot both pass.
+claim_machine() {
+  local owner
+  exec 8>"$lock.flock"
+  flock 8
+  owner=$(cat "$lock" 2>/dev/null || true)
+  if [[ -n $owner && $owner != "$dir" && -d $owner ]]; then
+    flock -u 8
+    log "another ESB cluster runs from $owner; stop it first: hack/cluster.sh down --dir $owner"; exit 1
   fi
-  if (echo >"/dev/tcp/127.0.0.1/$ingress_port") 2>/dev/null; then
+  if [[ $owner != "$dir" ]] && (echo >"/dev/tcp/127.0.0.1/$ingress_port") 2>/dev/null; then
+    flock -u 8
     log "127.0.0.1:$ingress_port is taken; choose another port with ESB_CLUSTER_INGRESS_PORT"; exit 1
   fi
+  echo "$dir" >"$lock"
+  touch "$dir/.esb-cluster"
+  flock -u 8
 }
 
 save_host_state() {
@@ -314,6 +328,7 @@ up() {
     return 0
   fi
   check_prerequisites
+  claim_machine
   if [[ -d $dir/pids ]]; then
     log "cleaning up an earlier, partial start in $dir"
     down_all

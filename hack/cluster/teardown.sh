@@ -95,7 +95,15 @@ restore_host_state() {
 # The second node (--nodes 2): its processes, containers, namespace and route. Its
 # mounts live in its own mount namespace and go with its last process.
 down_all() {
-  local node2=$dir/nodes/esb-node2/run/containerd.sock
+  local node2=$dir/nodes/esb-node2/run/containerd.sock owner
+  owner=$(cat "$lock" 2>/dev/null || true)
+  if [[ -n $owner && $owner != "$dir" && -d $owner ]]; then
+    # The machine-wide parts (bridge, iptables, sysctls, node 2's namespace) are that cluster's.
+    log "the cluster of $owner owns this machine's cluster network; removing only what $dir holds"
+    stop_proc "${procs[@]}"
+    [[ -f $dir/.esb-cluster ]] && rm -rf "$dir"
+    return 0
+  fi
   stop_proc ingress kube-proxy node2-kube-proxy kube-scheduler kube-controller-manager
   remove_containers "$containerd_sock"
   remove_containers "$node2"
@@ -119,6 +127,6 @@ down_all() {
   restore_host_state
   # Only a folder that `up` marked as its own is removed whole.
   if [[ -f $dir/.esb-cluster ]]; then rm -rf "$dir"; else log "$dir is not marked as a cluster folder; left in place"; fi
-  [[ -f $lock && $(cat "$lock") == "$dir" ]] && rm -f "$lock"
+  [[ -f $lock && $(cat "$lock") == "$dir" ]] && rm -f "$lock" "$lock.flock"
   return 0
 }

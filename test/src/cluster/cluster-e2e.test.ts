@@ -22,7 +22,6 @@ import {
   hostState,
   mountsUnder,
   taskIds,
-  type HostState,
   type LocalCluster,
 } from "./local-cluster.js";
 import { eventually } from "@esb/controller/kube-test-support";
@@ -39,7 +38,6 @@ interface Pod {
 describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () => {
   let dir = "";
   let cluster: LocalCluster;
-  let before: HostState;
   let lambda: LambdaClient;
   const figures: Record<string, number | undefined> = {};
   const k = async (...args: string[]) => kubectl(cluster.kubeconfig, args);
@@ -86,7 +84,6 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "esb-cluster-"));
-    before = await hostState(join(dir, "cluster"));
     cluster = await clusterUp(join(dir, "cluster"));
     figures.clusterUpSeconds = cluster.upMs / 1000;
     figures.nodeReadySeconds = cluster.nodeReadySeconds;
@@ -347,7 +344,7 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
       const down = await clusterDown(cluster.dir);
       expectSuccess(down, "hack/cluster.sh down");
       expectSuccess(await clusterDown(cluster.dir), "hack/cluster.sh down, a second time");
-      expect(await hostState(cluster.dir)).toEqual(before);
+      expect(await hostState(cluster.dir)).toEqual(cluster.hostBefore);
       expect(await mountsUnder(cluster.dir)).toEqual([]);
       expect(await readdir(dir)).not.toContain("cluster");
     },

@@ -19,7 +19,6 @@ import {
   hostState,
   nodeSockets,
   taskIds,
-  type HostState,
   type LocalCluster,
 } from "./local-cluster.js";
 import { eventually } from "@esb/controller/kube-test-support";
@@ -39,7 +38,6 @@ export const handler = async (event) => {
 describe("ESB on a two-node local cluster", () => {
   let dir = "";
   let cluster: LocalCluster;
-  let before: HostState;
   const k = async (...args: string[]) =>
     expectSuccess(await kubectl(cluster.kubeconfig, args), `kubectl ${args[0]}`);
   const apply = async (name: string, spec: Record<string, unknown>) => {
@@ -98,7 +96,6 @@ describe("ESB on a two-node local cluster", () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "esb-cluster2-"));
-    before = await hostState(join(dir, "cluster"));
     cluster = await clusterUp(join(dir, "cluster"), 2);
     await buildAndLoadImages(cluster, join(dir, "images"));
     // Gateways only on node 1: whatever node 2's workers answer crossed nodes.
@@ -194,7 +191,7 @@ describe("ESB on a two-node local cluster", () => {
       );
       expect(left).toEqual([[], []]);
       expectSuccess(await clusterDown(cluster.dir), "hack/cluster.sh down");
-      expect(await hostState(cluster.dir)).toEqual(before);
+      expect(await hostState(cluster.dir)).toEqual(cluster.hostBefore);
     },
     5 * MINUTE,
   );
