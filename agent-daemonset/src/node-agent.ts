@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, normalize, isAbsolute } from "node:path";
@@ -324,7 +324,8 @@ export class NodeAgent {
     } catch {
       // stage it below
     }
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+    // Unique per call: two functions with the same code may stage it at the same moment.
+    const tmp = `${dir}.tmp-${randomBytes(8).toString("hex")}`;
     for (const n of names) {
       const rel = normalize(n);
       if (isAbsolute(rel) || rel.startsWith("..") || rel === ".") {

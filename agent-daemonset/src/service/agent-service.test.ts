@@ -7,6 +7,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import {
   AgentService,
+  FunctionCodeSchema,
   FunctionSpecSchema,
   InvocationOutcome,
   StartKind,
@@ -213,6 +214,21 @@ describe("AgentService over gRPC", () => {
       outcome: InvocationOutcome.SUCCESS,
     });
     expect((await client.destroyFunction({ function: ref })).destroyedWorkers).toBe(1);
+  });
+
+  it("stages the same code once when several functions carrying it are prepared at once", async () => {
+    const { client } = cur!;
+    const files = { "index.mjs": new TextEncoder().encode("export const handler = async () => 1;\n") };
+    const names = ["same-a", "same-b", "same-c", "same-d"];
+    const results = await Promise.allSettled(
+      names.map((name) =>
+        client.prepareFunction({ spec: { ...spec(name), code: create(FunctionCodeSchema, { files }) } }),
+      ),
+    );
+    expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : "ok"))).toEqual(
+      names.map(() => "ok"),
+    );
+    for (const name of names) await client.destroyFunction({ function: { namespace: "default", name } });
   });
 
   it("serves health, readiness and Prometheus metrics", async () => {
