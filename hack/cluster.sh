@@ -100,7 +100,7 @@ wait_for() { # what, seconds, process name, command...
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-kc() { kubectl --kubeconfig "$dir/admin.kubeconfig" "$@"; }
+kc() { kubectl --kubeconfig "$dir/kubeconfig" "$@"; }
 
 print_env() {
   echo "KUBECONFIG=$dir/kubeconfig"
@@ -333,10 +333,9 @@ up() {
     log "cleaning up an earlier, partial start in $dir"
     down_all
     mkdir -p "$dir"
+    claim_machine
   fi
   local t0=$SECONDS
-  echo "$dir" >"$lock"
-  touch "$dir/.esb-cluster"
   trap 'log "start-up failed; undoing it (logs are in $dir/logs until then)"; down_all' ERR
   save_host_state
   setup_network
@@ -355,7 +354,6 @@ up() {
   log "starting the ingress controller"
   start_ingress
   trap - ERR
-  cp "$dir/admin.kubeconfig" "$dir/kubeconfig"
   log "cluster up in $((SECONDS - t0))s (logs: $dir/logs; stop: make cluster-down)"
   print_env
 }

@@ -26,9 +26,9 @@ pki_client() { # NAME SUBJECT
   pki_cert "$1" "$2" "extendedKeyUsage=clientAuth;keyUsage=critical,digitalSignature,keyEncipherment"
 }
 
-# kubeconfig NAME: $dir/NAME.kubeconfig for the client certificate NAME.
+# kubeconfig NAME [FILE]: FILE (default $dir/NAME.kubeconfig) for the client certificate NAME.
 kubeconfig() {
-  local p=$dir/pki b64="base64 -w0" f=$dir/$1.kubeconfig
+  local p=$dir/pki b64="base64 -w0" f=${2:-$dir/$1.kubeconfig}
   cat >"$f" <<YAML
 apiVersion: v1
 kind: Config
@@ -74,5 +74,7 @@ make_pki() {
   fi
   rm -f "$dir"/pki/*.srl
   local c
-  for c in admin kubelet-esb-node kubelet-esb-node2 controller-manager scheduler kube-proxy; do kubeconfig "$c"; done
+  # The admin's is the one users get (KUBECONFIG=$dir/kubeconfig).
+  kubeconfig admin "$dir/kubeconfig"
+  for c in kubelet-esb-node kubelet-esb-node2 controller-manager scheduler kube-proxy; do kubeconfig "$c"; done
 }
