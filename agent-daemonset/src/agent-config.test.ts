@@ -1,9 +1,12 @@
 import { describe, it, expect } from "@jest/globals";
 import { AgentConfigError, loadAgentConfig } from "./agent-config.js";
 
+/** Every configuration needs an authentication setting; these tests are about the rest. */
+const AUTH = { AGENT_TOKENS_FILE: "/etc/esb/agent-tokens.json" };
+
 describe("loadAgentConfig", () => {
   it("applies the defaults", () => {
-    const c = loadAgentConfig({ NODE_NAME: "n1" });
+    const c = loadAgentConfig({ ...AUTH, NODE_NAME: "n1" });
     expect(c).toMatchObject({
       runtime: "containerd",
       containerdNamespace: "esb",
@@ -19,6 +22,7 @@ describe("loadAgentConfig", () => {
 
   it("reads overrides", () => {
     const c = loadAgentConfig({
+      ...AUTH,
       AGENT_RUNTIME: "docker",
       AGENT_PORT: "6000",
       CNI_MODE: "cluster",
@@ -45,38 +49,70 @@ describe("loadAgentConfig", () => {
       (...paths: string[]) =>
       (p: string) =>
         paths.includes(p);
-    expect(loadAgentConfig({ RUNTIME_IMAGES_DIR: "/srv/rt" }, only("/srv/rt")).runtimeImagesDir).toBe(
-      "/srv/rt",
-    );
-    expect(loadAgentConfig({}, only("/usr/share/esb/runtime-images")).runtimeImagesDir).toBe(
+    expect(
+      loadAgentConfig({ ...AUTH, RUNTIME_IMAGES_DIR: "/srv/rt" }, only("/srv/rt")).runtimeImagesDir,
+    ).toBe("/srv/rt");
+    expect(loadAgentConfig({ ...AUTH }, only("/usr/share/esb/runtime-images")).runtimeImagesDir).toBe(
       "/usr/share/esb/runtime-images",
     );
-    expect(loadAgentConfig({}, only()).runtimeImagesDir).toBeUndefined();
+    expect(loadAgentConfig({ ...AUTH }, only()).runtimeImagesDir).toBeUndefined();
     // Both are kept; the template wins when the resolver is chosen.
     expect(
-      loadAgentConfig({ RUNTIME_IMAGE: "reg:5000/rt:{runtime}" }, only("/usr/share/esb/runtime-images")),
+      loadAgentConfig(
+        { ...AUTH, RUNTIME_IMAGE: "reg:5000/rt:{runtime}" },
+        only("/usr/share/esb/runtime-images"),
+      ),
     ).toMatchObject({
       runtimeImage: "reg:5000/rt:{runtime}",
       runtimeImagesDir: "/usr/share/esb/runtime-images",
     });
-    expect(() => loadAgentConfig({ RUNTIME_IMAGES_DIR: "/nowhere" }, only())).toThrow(
+    expect(() => loadAgentConfig({ ...AUTH, RUNTIME_IMAGES_DIR: "/nowhere" }, only())).toThrow(
       'RUNTIME_IMAGES_DIR="/nowhere" does not exist',
     );
   });
 
   it("names the bad variable", () => {
-    expect(() => loadAgentConfig({ AGENT_RUNTIME: "podman" })).toThrow(
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_RUNTIME: "podman" })).toThrow(
       /AGENT_RUNTIME="podman" must be one of: containerd, docker/,
     );
-    expect(() => loadAgentConfig({ AGENT_PORT: "70000" })).toThrow(AgentConfigError);
-    expect(() => loadAgentConfig({ CNI_SUBNET: "10.88.0.0" })).toThrow(/CNI_SUBNET/);
-    expect(() => loadAgentConfig({ AGENT_MAX_CONCURRENT_STARTS: "0" })).toThrow(
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_PORT: "70000" })).toThrow(AgentConfigError);
+    expect(() => loadAgentConfig({ ...AUTH, CNI_SUBNET: "10.88.0.0" })).toThrow(/CNI_SUBNET/);
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_MAX_CONCURRENT_STARTS: "0" })).toThrow(
       'AGENT_MAX_CONCURRENT_STARTS="0" must be a whole number, at least 1',
     );
-    expect(() => loadAgentConfig({ CNI_BRIDGE: "a-bridge-name-too-long" })).toThrow(/CNI_BRIDGE/);
-    expect(() => loadAgentConfig({ RUNTIME_IMAGE: "x:latest" })).toThrow(/\{runtime\}/);
-    expect(() => loadAgentConfig({ AGENT_MEMORY_MB: "12" })).toThrow(/AGENT_MEMORY_MB/);
-    expect(() => loadAgentConfig({ WORKER_CGROUP_PARENT: "kubepods" })).toThrow(/WORKER_CGROUP_PARENT/);
-    expect(() => loadAgentConfig({ WORKER_CGROUP_PARENT: "/a/../b" })).toThrow(/WORKER_CGROUP_PARENT/);
+    expect(() => loadAgentConfig({ ...AUTH, CNI_BRIDGE: "a-bridge-name-too-long" })).toThrow(/CNI_BRIDGE/);
+    expect(() => loadAgentConfig({ ...AUTH, RUNTIME_IMAGE: "x:latest" })).toThrow(/\{runtime\}/);
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_MEMORY_MB: "12" })).toThrow(/AGENT_MEMORY_MB/);
+    expect(() => loadAgentConfig({ ...AUTH, WORKER_CGROUP_PARENT: "kubepods" })).toThrow(
+      /WORKER_CGROUP_PARENT/,
+    );
+    expect(() => loadAgentConfig({ ...AUTH, WORKER_CGROUP_PARENT: "/a/../b" })).toThrow(
+      /WORKER_CGROUP_PARENT/,
+    );
+  });
+
+  it("authenticates callers in every mode: a tokens file outside Kubernetes, TokenReview in a pod", () => {
+    expect(loadAgentConfig({ ...AUTH }).auth).toEqual({
+      mode: "token",
+      tokensFile: "/etc/esb/agent-tokens.json",
+    });
+    expect(() => loadAgentConfig({})).toThrow(/AGENT_TOKENS_FILE is not set/);
+    const pod = {
+      KUBERNETES_SERVICE_HOST: "10.96.0.1",
+      AGENT_CONTROLLER_USERS: "system:serviceaccount:esb-system:esb-controller",
+      AGENT_GATEWAY_USERS: "system:serviceaccount:esb-system:esb-gateway, system:serviceaccount:edge:gw",
+    };
+    expect(loadAgentConfig(pod).auth).toEqual({
+      mode: "kubernetes",
+      audience: "esb-agent",
+      controllerUsers: ["system:serviceaccount:esb-system:esb-controller"],
+      gatewayUsers: ["system:serviceaccount:esb-system:esb-gateway", "system:serviceaccount:edge:gw"],
+    });
+    expect(() => loadAgentConfig({ ...pod, AGENT_GATEWAY_USERS: "" })).toThrow(
+      /AGENT_GATEWAY_USERS is not set/,
+    );
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_AUTH: "none" })).toThrow(
+      /AGENT_AUTH="none" must be one of/,
+    );
   });
 });

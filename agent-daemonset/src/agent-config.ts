@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
 import { PREBUILT_RUNTIME_IMAGES_DIR } from "@esb/runtime/image/runtime-image-folder";
 
 /** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
@@ -42,7 +43,19 @@ export interface AgentConfig {
    * containerd. Undefined (and no `runtimeImage`) = build them on this node.
    */
   runtimeImagesDir?: string;
+  /** How AgentService callers are authenticated; the agent never serves anonymous calls. */
+  auth: AgentAuthConfig;
 }
+
+/**
+ * Standalone (`token`): one secret token per role from a file readable by its
+ * owner only. Kubernetes (`kubernetes`): projected ServiceAccount tokens checked
+ * with TokenReview, mapped to roles by user name. Function code from a host
+ * folder (`code.hostPath`) is accepted in `token` mode only.
+ */
+export type AgentAuthConfig =
+  | { mode: "token"; tokensFile: string }
+  | { mode: "kubernetes"; audience: string; controllerUsers: string[]; gatewayUsers: string[] };
 
 /** Bad agent configuration; the message names the variable and what is expected. */
 export class AgentConfigError extends Error {
@@ -79,6 +92,14 @@ export const AGENT_ENV_HELP: [string, string][] = [
     "RUNTIME_IMAGES_DIR",
     `prebuilt managed-runtime images, one OCI layout per runtime (default ${PREBUILT_RUNTIME_IMAGES_DIR} when it exists, as in the agent image; else they are built on this node)`,
   ],
+  ["AGENT_AUTH", "token (default outside Kubernetes) or kubernetes (default in a pod: TokenReview)"],
+  ["AGENT_TOKENS_FILE", "token mode: JSON {controller, gateway} tokens, mode 600 (esb up writes it)"],
+  ["AGENT_AUTH_AUDIENCE", `kubernetes mode: audience of callers' tokens (default ${AGENT_TOKEN_AUDIENCE})`],
+  [
+    "AGENT_CONTROLLER_USERS",
+    "kubernetes mode: comma-separated user names of the controller (system:serviceaccount:NS:NAME)",
+  ],
+  ["AGENT_GATEWAY_USERS", "kubernetes mode: comma-separated user names of the gateway"],
 ];
 
 function port(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
@@ -164,6 +185,7 @@ export function loadAgentConfig(
     runtimeImagesDir = PREBUILT_RUNTIME_IMAGES_DIR;
   }
   return {
+    auth: authConfig(env),
     runtime: oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd"),
     containerdSocket: env.CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
     containerdNamespace: env.CONTAINERD_NAMESPACE || "esb",
@@ -186,6 +208,35 @@ export function loadAgentConfig(
     maxConcurrentStarts,
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
+  };
+}
+
+function authConfig(env: NodeJS.ProcessEnv): AgentAuthConfig {
+  const inPod = Boolean(env.KUBERNETES_SERVICE_HOST);
+  const mode = oneOf(env, "AGENT_AUTH", ["token", "kubernetes"] as const, inPod ? "kubernetes" : "token");
+  if (mode === "token") {
+    const tokensFile = env.AGENT_TOKENS_FILE?.trim();
+    if (!tokensFile) {
+      throw new AgentConfigError(
+        "AGENT_TOKENS_FILE is not set: the agent serves authenticated callers only (AGENT_AUTH=token needs a tokens file; `esb up` writes one)",
+      );
+    }
+    return { mode, tokensFile };
+  }
+  const users = (name: string): string[] => {
+    const list = (env[name] ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (list.length === 0)
+      throw new AgentConfigError(`${name} is not set: AGENT_AUTH=kubernetes needs the user names it serves`);
+    return list;
+  };
+  return {
+    mode,
+    audience: env.AGENT_AUTH_AUDIENCE?.trim() || AGENT_TOKEN_AUDIENCE,
+    controllerUsers: users("AGENT_CONTROLLER_USERS"),
+    gatewayUsers: users("AGENT_GATEWAY_USERS"),
   };
 }
 

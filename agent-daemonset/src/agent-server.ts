@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createLogger, type Logger } from "@esb/common";
 import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { AgentMetrics } from "./agent-metrics.js";
+import { authInterceptor, type AgentAuthenticator } from "./auth/agent-auth.js";
 import type { NodeAgent } from "./node-agent.js";
 import { createAgentService } from "./service/agent-service.js";
 
@@ -12,6 +13,8 @@ import { createAgentService } from "./service/agent-service.js";
 export interface AgentServerOptions {
   agent: NodeAgent;
   metrics: AgentMetrics;
+  /** Checks every AgentService call's bearer token; there is no anonymous mode. */
+  authenticator: AgentAuthenticator;
   /** AgentService port (HTTP/2 cleartext: gRPC and Connect). 0 picks a free port. */
   port: number;
   /** /healthz, /readyz, /metrics port (HTTP/1.1). 0 picks a free port. */
@@ -22,8 +25,8 @@ export interface AgentServerOptions {
 }
 
 /**
- * Serves the AgentService over HTTP/2 cleartext (gRPC and Connect protocols)
- * and health/metrics over plain HTTP: `/healthz` (process up), `/readyz` (agent
+ * Serves the AgentService over HTTP/2 cleartext (gRPC and Connect protocols) to
+ * authenticated callers only (see auth/agent-auth.ts), and health/metrics over plain HTTP: `/healthz` (process up), `/readyz` (agent
  * started and serving), `/metrics` (Prometheus).
  */
 export class AgentServer {
@@ -46,6 +49,7 @@ export class AgentServer {
       grpc: true,
       connect: true,
       grpcWeb: false,
+      interceptors: [authInterceptor(this.opts.authenticator, this.log)],
     });
     this.grpc = createHttp2Server(handler);
     this.grpc.on("session", (s) => {

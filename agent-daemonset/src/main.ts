@@ -3,9 +3,13 @@ import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createLogger } from "@esb/common";
+import { KubeConfig } from "@kubernetes/client-node";
 import { AGENT_ENV_HELP, AgentConfigError, loadAgentConfig, type AgentConfig } from "./agent-config.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { AgentServer } from "./agent-server.js";
+import type { AgentAuthenticator } from "./auth/agent-auth.js";
+import { StaticTokenAuthenticator } from "./auth/static-token-authenticator.js";
+import { TokenReviewAuthenticator } from "./auth/token-review-authenticator.js";
 import { CniNetwork } from "./network/cni-network.js";
 import { NodeAgent } from "./node-agent.js";
 import { createRuntimeImageResolver } from "./runtime-image-resolver.js";
@@ -100,11 +104,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     maxConcurrentStarts: config.maxConcurrentStarts,
     imageResolver: createRuntimeImageResolver(config, log),
     onPoolEvent: metrics.record,
+    allowCodeHostPath: config.auth.mode === "token",
   });
   metrics.attach(agent);
   const server = new AgentServer({
     agent,
     metrics,
+    authenticator: createAuthenticator(config),
     port: config.port,
     metricsPort: config.metricsPort,
     host: config.host,
@@ -127,6 +133,20 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       await agent.close();
     },
   };
+}
+
+/** The authenticator that {@link AgentConfig.auth} names. */
+export function createAuthenticator(config: AgentConfig): AgentAuthenticator {
+  const auth = config.auth;
+  if (auth.mode === "token") return StaticTokenAuthenticator.fromFile(auth.tokensFile);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+  return new TokenReviewAuthenticator({
+    kubeConfig,
+    audience: auth.audience,
+    controllerUsers: auth.controllerUsers,
+    gatewayUsers: auth.gatewayUsers,
+  });
 }
 
 function version(): string {

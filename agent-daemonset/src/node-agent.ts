@@ -56,6 +56,12 @@ export interface NodeAgentOptions {
   logger?: Logger;
   /** Receives every pool event (metrics). */
   onPoolEvent?: (event: PoolEvent) => void;
+  /**
+   * Accept `code.hostPath` (a folder of this machine mounted at /var/task) from
+   * callers. Only standalone ESB sets it: in a cluster a caller must not choose
+   * host folders. Default false.
+   */
+  allowCodeHostPath?: boolean;
 }
 
 /** Status of one function's pool on this node. */
@@ -145,6 +151,7 @@ export class NodeAgent {
   private readonly leaseGraceMs: number;
   private readonly log: Logger;
   private readonly onPoolEvent: (event: PoolEvent) => void;
+  private readonly allowCodeHostPath: boolean;
   private readonly functions = new Map<string, FunctionRecord>();
   /** Serializes prepare/destroy per function. */
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -164,6 +171,7 @@ export class NodeAgent {
     this.leaseGraceMs = opts.leaseGraceMs ?? 30_000;
     this.log = opts.logger ?? createLogger("node-agent");
     this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
+    this.allowCodeHostPath = opts.allowCodeHostPath ?? false;
   }
 
   /** True once {@link start} finished. */
@@ -249,7 +257,7 @@ export class NodeAgent {
   async prepareFunction(
     spec: FunctionSpec,
   ): Promise<{ imageDigest: string; readyWorkers: number; warmWorkers: number }> {
-    validateSpec(spec);
+    validateSpec(spec, this.allowCodeHostPath);
     const key = functionKey(spec.ref);
     const rec = await this.serialized(key, () => this.load(spec, true));
     const c = rec.pool.counts();
@@ -615,7 +623,7 @@ function withStagedCode(spec: FunctionSpec, codeDir: string | undefined): Functi
   return { ...spec, code: create(FunctionCodeSchema, { hostPath: codeDir }) };
 }
 
-function validateSpec(spec: FunctionSpec): void {
+function validateSpec(spec: FunctionSpec, allowCodeHostPath: boolean): void {
   const key = functionKey(spec.ref);
   const bad = (msg: string): never => {
     throw new InvalidFunctionSpecError(`function ${key}: ${msg}`);
@@ -629,6 +637,15 @@ function validateSpec(spec: FunctionSpec): void {
   if (!spec.image && !(spec.runtime && spec.handler))
     bad("either image, or runtime and handler, is required");
   if (spec.image && spec.runtime) bad("image and runtime are mutually exclusive");
+  const code = spec.code;
+  const hasCode = Boolean(code && (Object.keys(code.files).length > 0 || code.hostPath));
+  if (spec.image && hasCode) bad("image and code are mutually exclusive (an image carries its own code)");
+  if (code?.hostPath) {
+    if (!allowCodeHostPath)
+      bad("code.hostPath is accepted by standalone ESB only; send the code's files instead");
+    if (!isAbsolute(code.hostPath) || normalize(code.hostPath) === "/")
+      bad(`code.hostPath "${code.hostPath}" must be an absolute folder other than /`);
+  }
   const mem = spec.memorySizeMb;
   if (mem && (mem < 128 || mem > 10240)) bad(`memorySize ${mem} MB is outside 128–10240`);
   const t = spec.timeoutSeconds;

@@ -8,8 +8,10 @@ import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { createLogger, type Logger } from "@esb/common";
 import { FunctionSpecSchema, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { generateAgentTokens } from "@esb/common/agent-credentials";
 import { AgentMetrics } from "@esb/agent/agent-metrics";
 import { AgentServer } from "@esb/agent/agent-server";
+import { StaticTokenAuthenticator } from "@esb/agent/auth/static-token-authenticator";
 import { CniNetwork } from "@esb/agent/network/cni-network";
 import { LocalBuildImageResolver, NodeAgent } from "@esb/agent/node-agent";
 import { ContainerdRuntime } from "@esb/agent/runtime/containerd-runtime";
@@ -129,10 +131,22 @@ export class BenchEnvironment {
       stateDir: join(this.dir, "agent"),
       imageResolver: new LocalBuildImageResolver(),
       onPoolEvent: metrics.record,
+      // Standalone-like: the custom-runtime rows stage their bootstrap in a folder.
+      allowCodeHostPath: true,
     });
     metrics.attach(this.agent);
     await this.agent.start();
-    this.server = new AgentServer({ agent: this.agent, metrics, port: 0, metricsPort: 0, host: "127.0.0.1" });
+    // The gateway process presents the gateway's token, read from a file only root reads.
+    const tokens = generateAgentTokens();
+    writeFileSync(join(this.dir, "gateway.token"), tokens.gateway, { mode: 0o600 });
+    this.server = new AgentServer({
+      agent: this.agent,
+      metrics,
+      authenticator: new StaticTokenAuthenticator(tokens),
+      port: 0,
+      metricsPort: 0,
+      host: "127.0.0.1",
+    });
     const { port } = await this.server.start();
     this.agentUrl = `http://127.0.0.1:${port}`;
     if (this.opts.gateway) await this.startGateway();
@@ -153,6 +167,7 @@ export class BenchEnvironment {
         GATEWAY_PORT: String(port),
         GATEWAY_HOST: "127.0.0.1",
         AGENT_URLS: this.agentUrl,
+        AGENT_TOKEN_FILE: join(this.dir, "gateway.token"),
         FUNCTIONS_DIR: this.functionsDir,
         GATEWAY_NAMESPACE: BENCH_NAMESPACE,
         ESB_LOG_LEVEL: process.env.ESB_LOG_LEVEL ?? "warn",

@@ -44,6 +44,7 @@ export const dockerModeScenario: BenchScenario = {
       nodeName: `${env.nodeName}-docker`,
       runtime,
       stateDir: join(env.dir, "agent-docker"),
+      allowCodeHostPath: true,
     });
     await agent.start();
     try {

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import type { LambdaFunction, Logger } from "@esb/common";
+import { generateAgentTokens, staticTokenSource, writeAgentTokensFile } from "@esb/common/agent-credentials";
 import { loadAgentConfig } from "@esb/agent/agent-config";
 import { startAgent, type RunningAgent } from "@esb/agent/main";
 import { Controller, FolderFunctionSource, StaticAgentDirectory } from "@esb/controller";
@@ -77,6 +78,11 @@ export class StandaloneStack {
       progress(`containerd ready (${Date.now() - t} ms), socket ${this.containerd.socketPath}`);
 
       t = Date.now();
+      // Fresh tokens each start, in a file only root reads: the agent's port is on
+      // loopback, but any local user could reach it there.
+      const tokens = generateAgentTokens();
+      const tokensFile = join(stateDir, "agent-tokens.json");
+      writeAgentTokensFile(tokensFile, tokens);
       this.agent = await startAgent(
         loadAgentConfig({
           CONTAINERD_SOCKET: this.containerd.socketPath,
@@ -85,6 +91,8 @@ export class StandaloneStack {
           AGENT_PORT: String(this.options.agentPort),
           AGENT_METRICS_PORT: "0",
           AGENT_STATE_DIR: join(stateDir, "agent"),
+          AGENT_AUTH: "token",
+          AGENT_TOKENS_FILE: tokensFile,
           NODE_NAME: hostname(),
           CNI_BRIDGE: this.options.bridge,
           CNI_SUBNET: this.options.subnet,
@@ -107,6 +115,7 @@ export class StandaloneStack {
         config: gatewayConfig,
         registry: new FolderFunctionRegistry(this.options.functionsDir, gatewayConfig.namespace, logger),
         discovery: new StaticAgentDiscovery([agentUrl]),
+        agentToken: staticTokenSource(tokens.gateway),
         logger: logger.child({ component: "gateway" }),
       });
       this.gatewayPort = await this.gateway.start();
@@ -120,6 +129,7 @@ export class StandaloneStack {
       this.controller = new Controller({
         source: this.source,
         agents: new StaticAgentDirectory([agentUrl]),
+        agentToken: staticTokenSource(tokens.controller),
         gatewayUrl: this.gatewayUrl,
         gatewayNamespace: gatewayConfig.namespace,
         logger: logger.child({ component: "controller" }),

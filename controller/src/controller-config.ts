@@ -37,6 +37,8 @@ export interface ControllerConfig {
   controllerDeployment: string;
   /** `uninstall` mode: bound on stopping the controllers and reaching the agents. */
   uninstallTimeoutSeconds: number;
+  /** File holding the controller's bearer token for agents (re-read when it changes); empty: none. */
+  agentTokenFile: string;
 }
 
 function bool(v: string | undefined, dflt: boolean): boolean {
@@ -56,7 +58,8 @@ function int(name: string, v: string | undefined, dflt: number): number {
  * Reads the controller configuration from environment variables:
  * WATCH_NAMESPACE, AGENT_SELECTOR (default `app.kubernetes.io/name=esb-agent`),
  * AGENT_NAMESPACE, AGENT_PORT (50051), AGENT_URLS (comma-separated), GATEWAY_URL,
- * GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION (true), LEASE_NAME,
+ * AGENT_TOKEN_FILE (the bearer token for agents, e.g. a projected ServiceAccount
+ * token), GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION (true), LEASE_NAME,
  * LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080), HEALTH_PORT (8081),
  * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300), ORPHAN_GRACE_SECONDS (60),
  * and for the `uninstall` mode CONTROLLER_DEPLOYMENT and UNINSTALL_TIMEOUT_SECONDS
@@ -73,6 +76,7 @@ export function loadControllerConfig(env: NodeJS.ProcessEnv = process.env): Cont
       .split(",")
       .map((s) => s.trim())
       .filter(Boolean),
+    agentTokenFile: env.AGENT_TOKEN_FILE?.trim() ?? "",
     gatewayUrl: (env.GATEWAY_URL || "http://esb-gateway:9000").replace(/\/+$/, ""),
     gatewayNamespace: env.GATEWAY_NAMESPACE || "default",
     functionsDir: env.FUNCTIONS_DIR ?? "",

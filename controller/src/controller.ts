@@ -1,5 +1,6 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "@esb/common";
+import type { AgentTokenSource } from "@esb/common/agent-credentials";
 import type { AgentDirectory } from "./agent-directory.js";
 import type { ControllerMetrics } from "./controller-metrics.js";
 import type { FunctionSource } from "./function-source.js";
@@ -32,6 +33,8 @@ export interface ControllerOptions {
    * its `orphanGraceMs`). `false` turns it off.
    */
   orphanCollection?: false | { intervalMs?: number; graceMs?: number };
+  /** The controller's bearer token for agents (they refuse anonymous calls). */
+  agentToken?: AgentTokenSource;
   /** Work-queue retry backoff. */
   baseRetryDelayMs?: number;
   maxRetryDelayMs?: number;
@@ -64,6 +67,7 @@ export class Controller {
       agents: options.agents,
       gatewayUrl: options.gatewayUrl,
       gatewayNamespace: options.gatewayNamespace,
+      agentToken: options.agentToken,
       ...(options.orphanCollection && options.orphanCollection.graceMs !== undefined
         ? { orphanGraceMs: options.orphanCollection.graceMs }
         : {}),

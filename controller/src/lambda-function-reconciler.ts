@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
 import {
   functionRevision,
   isValidCodeFileName,
@@ -50,6 +50,8 @@ export interface LambdaFunctionReconcilerOptions {
   orphanGraceMs?: number;
   /** Called with the number of workers destroyed as orphans (metrics). */
   onOrphansDestroyed?: (workers: number) => void;
+  /** The controller's bearer token for agents (they refuse anonymous calls). */
+  agentToken?: AgentTokenSource;
   logger: Logger;
 }
 
@@ -139,7 +141,7 @@ export class LambdaFunctionReconciler {
     if (!h) {
       h = {
         endpoint: agent,
-        client: createClient(AgentService, createGrpcTransport({ baseUrl: agent.url })),
+        client: createClient(AgentService, agentTransport(agent.url, this.options.agentToken)),
       };
       this.clients.set(agent.url, h);
     }

@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
 import { createLogger } from "@esb/common";
+import { fileTokenSource } from "@esb/common/agent-credentials";
 import { StaticAgentDirectory, type AgentDirectory } from "./agent-directory.js";
 import { Controller } from "./controller.js";
 import { loadControllerConfig } from "./controller-config.js";
@@ -82,6 +83,7 @@ async function uninstall(argv: string[]): Promise<number> {
     controllerDeployment: deployment ? { namespace: config.podNamespace, name: deployment } : undefined,
     timeoutMs: timeoutSeconds * 1000,
     instance: config.podName,
+    agentToken: config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined,
     logger,
   }).run();
   logger.info({ report }, "uninstall finished");
@@ -141,6 +143,7 @@ async function main(argv: string[]): Promise<void> {
     agents,
     gatewayUrl: config.gatewayUrl,
     gatewayNamespace: config.gatewayNamespace,
+    agentToken: config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined,
     resyncMs: config.resyncSeconds * 1000,
     reconciler: { prepareTimeoutMs: config.prepareTimeoutSeconds * 1000 },
     orphanCollection: { graceMs: config.orphanGraceSeconds * 1000 },

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
 import {
   AppsV1Api,
   CoreV1Api,
@@ -46,6 +46,8 @@ export interface UninstallOptions {
   pollMs?: number;
   /** `reportingInstance` of the Events recorded on LambdaFunctions (the pod name). */
   instance?: string;
+  /** The controller's bearer token for agents. */
+  agentToken?: AgentTokenSource;
   logger: Logger;
 }
 
@@ -240,7 +242,7 @@ export class Uninstaller {
   private client(url: string): Client<typeof AgentService> {
     let c = this.clients.get(url);
     if (!c) {
-      c = createClient(AgentService, createGrpcTransport({ baseUrl: url }));
+      c = createClient(AgentService, agentTransport(url, this.options.agentToken));
       this.clients.set(url, c);
     }
     return c;

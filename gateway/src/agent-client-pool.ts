@@ -1,5 +1,6 @@
 import { createClient, type Client } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { Http2SessionManager } from "@connectrpc/connect-node";
+import { agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
 import type { Logger } from "@esb/common";
 import { AgentService, type FunctionPoolStatus } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { AgentDiscovery } from "./agent-discovery.js";
@@ -39,6 +40,8 @@ export class AgentClientPool {
     private readonly heartbeatMs: number,
     private readonly logger: Logger,
     private readonly onAgentCount: (count: number) => void = () => {},
+    /** This gateway's bearer token for agents (they refuse anonymous calls). */
+    private readonly agentToken?: AgentTokenSource,
   ) {}
 
   /** Connects to the discovered agents and sends a first round of heartbeats. */
@@ -96,7 +99,7 @@ export class AgentClientPool {
     for (const url of wanted) {
       if (this.connections.has(url)) continue;
       const session = new Http2SessionManager(url, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 });
-      const transport = createGrpcTransport({ baseUrl: url, sessionManager: session });
+      const transport = agentTransport(url, this.agentToken, session);
       this.connections.set(url, {
         url,
         client: createClient(AgentService, transport),

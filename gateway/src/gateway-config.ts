@@ -9,6 +9,11 @@ export interface GatewayConfig {
   host: string;
   /** Namespace that bare function names resolve in (`GATEWAY_NAMESPACE`, default `default`). */
   namespace: string;
+  /**
+   * File holding this gateway's bearer token for agents, re-read when it changes
+   * (`AGENT_TOKEN_FILE`; in Kubernetes a projected ServiceAccount token). Empty: none.
+   */
+  agentTokenFile: string;
   /** Static agent URLs, e.g. `http://127.0.0.1:50051` (`AGENT_URLS`, comma-separated). */
   agentUrls: string[];
   /** Label selector of agent pods (`AGENT_SELECTOR`); enables Kubernetes agent discovery. */
@@ -101,6 +106,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     host: env.GATEWAY_HOST?.trim() || "0.0.0.0",
     namespace,
     agentUrls,
+    agentTokenFile: env.AGENT_TOKEN_FILE?.trim() ?? "",
     agentSelector,
     agentNamespace: env.AGENT_NAMESPACE?.trim() || env.POD_NAMESPACE?.trim() || "esb-system",
     agentPort: integer(env, "AGENT_PORT", 50051, 1, 65535),

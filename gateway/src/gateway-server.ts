@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { AgentTokenSource } from "@esb/common/agent-credentials";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@esb/common";
@@ -32,6 +33,8 @@ export interface GatewayServerOptions {
   logger: Logger;
   /** Metrics registry; a new one by default. */
   metrics?: GatewayMetrics;
+  /** This gateway's bearer token for agents (they refuse anonymous calls). */
+  agentToken?: AgentTokenSource;
 }
 
 /**
@@ -59,8 +62,13 @@ export class GatewayServer {
     this.registry = registry;
     this.logger = logger;
     this.metrics = options.metrics ?? new GatewayMetrics();
-    this.agents = new AgentClientPool(discovery, config.holderId, config.heartbeatMs, logger, (n) =>
-      this.metrics.agents.set(n),
+    this.agents = new AgentClientPool(
+      discovery,
+      config.holderId,
+      config.heartbeatMs,
+      logger,
+      (n) => this.metrics.agents.set(n),
+      options.agentToken,
     );
     const broker = new WorkerBroker(this.agents, config.leaseMs, logger, config.warmHoldMs);
     this.broker = broker;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
+import { fileTokenSource } from "@esb/common/agent-credentials";
 import { createLogger } from "@esb/common";
 import type { AgentDiscovery } from "./agent-discovery.js";
 import { FolderFunctionRegistry } from "./folder-function-registry.js";
@@ -97,7 +98,9 @@ async function main(): Promise<void> {
           config.agentPort,
           logger,
         );
-  const server = new GatewayServer({ config, registry, discovery, logger, metrics });
+  const agentToken = config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined;
+  if (!agentToken) logger.warn("AGENT_TOKEN_FILE is not set: agents will refuse this gateway's calls");
+  const server = new GatewayServer({ config, registry, discovery, logger, metrics, agentToken });
   await server.start();
   const shutdown = (signal: string) => {
     logger.info({ signal }, "stopping");

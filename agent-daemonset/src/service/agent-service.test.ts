@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { connect } from "node:http2";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { agentTransport, generateAgentTokens, staticTokenSource } from "@esb/common/agent-credentials";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import {
   AgentService,
@@ -17,6 +19,7 @@ import {
 import { AgentMetrics } from "../agent-metrics.js";
 import { AgentServer } from "../agent-server.js";
 import { NodeAgent } from "../node-agent.js";
+import { StaticTokenAuthenticator } from "../auth/static-token-authenticator.js";
 import { ContainerdTestFixture, getWorker } from "../testing/containerd-test-fixture.js";
 import type { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
@@ -47,7 +50,10 @@ interface Running {
   rt: ContainerdRuntime;
   agent: NodeAgent;
   server: AgentServer;
-  client: Client<typeof AgentService>;
+  /** Clients with the controller's and the gateway's tokens (each may call its own methods only). */
+  controller: Client<typeof AgentService>;
+  gateway: Client<typeof AgentService>;
+  url: string;
   metricsPort: number;
 }
 
@@ -56,6 +62,7 @@ describe("AgentService over gRPC", () => {
   const stateDir = mkdtempSync(join(tmpdir(), "esb-agent-state-"));
   let nodeName: string;
   let cur: Running | undefined;
+  const tokens = generateAgentTokens();
 
   async function startAgent(): Promise<Running> {
     const rt = fx.runtime();
@@ -66,17 +73,33 @@ describe("AgentService over gRPC", () => {
       network: fx.network,
       stateDir,
       onPoolEvent: metrics.record,
+      // Test stand-in: the fixture's image serves as every managed runtime's base image.
+      imageResolver: { prepareRuntimeImage: (_runtime, runtime) => runtime.prepareImage(fx.imageRef) },
     });
     metrics.attach(agent);
-    const server = new AgentServer({ agent, metrics, port: 0, metricsPort: 0, host: "127.0.0.1" });
+    const authenticator = new StaticTokenAuthenticator(tokens);
+    const server = new AgentServer({
+      agent,
+      metrics,
+      authenticator,
+      port: 0,
+      metricsPort: 0,
+      host: "127.0.0.1",
+    });
     const ports = await server.start();
     await agent.start();
-    const client = createClient(
-      AgentService,
-      // connect-node v2: the gRPC transport always speaks HTTP/2.
-      createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.port}` }),
-    );
-    return { rt, agent, server, client, metricsPort: ports.metricsPort };
+    const url = `http://127.0.0.1:${ports.port}`;
+    const clientAs = (token: string) =>
+      createClient(AgentService, agentTransport(url, staticTokenSource(token)));
+    return {
+      rt,
+      agent,
+      server,
+      controller: clientAs(tokens.controller),
+      gateway: clientAs(tokens.gateway),
+      url,
+      metricsPort: ports.metricsPort,
+    };
   }
 
   async function stopAgent(r: Running): Promise<void> {
@@ -118,73 +141,150 @@ describe("AgentService over gRPC", () => {
     rmSync(stateDir, { recursive: true, force: true });
   });
 
+  it("serves authenticated callers only, each to its own methods", async () => {
+    const { url, controller, gateway } = cur!;
+    const anonymous = createClient(AgentService, createGrpcTransport({ baseUrl: url }));
+    const stranger = createClient(
+      AgentService,
+      agentTransport(url, staticTokenSource("not-a-token-of-this-agent")),
+    );
+    expect(await codeOf(anonymous.listWorkers({}))).toBe(Code.Unauthenticated);
+    expect(await codeOf(anonymous.acquireWorker({ function: { namespace: "default", name: "x" } }))).toBe(
+      Code.Unauthenticated,
+    );
+    expect(await codeOf(stranger.listWorkers({}))).toBe(Code.Unauthenticated);
+    // The gateway cannot prepare or destroy functions, nor list workers; the controller cannot take workers.
+    expect(await codeOf(gateway.prepareFunction({ spec: spec("by-gateway") }))).toBe(Code.PermissionDenied);
+    expect(await codeOf(gateway.destroyFunction({ function: { namespace: "default", name: "x" } }))).toBe(
+      Code.PermissionDenied,
+    );
+    expect(await codeOf(gateway.listWorkers({}))).toBe(Code.PermissionDenied);
+    expect(await codeOf(controller.acquireWorker({ function: { namespace: "default", name: "x" } }))).toBe(
+      Code.PermissionDenied,
+    );
+    expect(await codeOf(controller.heartbeat({ holderId: "h" }))).toBe(Code.PermissionDenied);
+    expect(await codeOf(controller.listWorkers({}))).toBeUndefined();
+    expect(await codeOf(gateway.heartbeat({ holderId: "h" }))).toBeUndefined();
+    // The Connect protocol with JSON, as `curl --http2-prior-knowledge` would send it, is refused the same way.
+    const session = connect(url);
+    try {
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/esb.agent.v1.AgentService/ListWorkers",
+          "content-type": "application/json",
+        });
+        let status = 0;
+        let body = "";
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (d: Buffer) => (body += d.toString()));
+        req.on("end", () => resolve({ status, body }));
+        req.on("error", reject);
+        req.end("{}");
+      });
+      expect(status).toBe(401);
+      expect(JSON.parse(body)).toMatchObject({ code: "unauthenticated" });
+    } finally {
+      session.close();
+    }
+  });
+
+  it("refuses code from a host folder (standalone only) and image plus code", async () => {
+    const { controller } = cur!;
+    const hostPath = create(FunctionSpecSchema, {
+      ...spec("host-folder"),
+      image: "",
+      runtime: "nodejs22.x",
+      handler: "index.handler",
+      code: create(FunctionCodeSchema, { hostPath: "/" }),
+    });
+    const err = await controller
+      .prepareFunction({ spec: hostPath })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err as ConnectError).rawMessage).toMatch(/code.hostPath is accepted by standalone ESB only/);
+    const both = create(FunctionSpecSchema, {
+      ...spec("image-and-code"),
+      code: create(FunctionCodeSchema, {
+        files: { "index.mjs": Buffer.from("export const handler = () => 1;") },
+      }),
+    });
+    const err2 = await controller.prepareFunction({ spec: both }).catch((e: unknown) => ConnectError.from(e));
+    expect((err2 as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err2 as ConnectError).rawMessage).toMatch(/image and code are mutually exclusive/);
+    expect(cur!.agent.pools().map((p) => p.ref.name)).not.toContain("host-folder");
+  });
+
   it("prepares, acquires cold, pauses after release, thaws the same worker, and renews leases", async () => {
-    const { client } = cur!;
-    const prepared = await client.prepareFunction({ spec: spec("hello") });
+    const { controller, gateway } = cur!;
+    const prepared = await controller.prepareFunction({ spec: spec("hello") });
     expect(prepared.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
 
-    const a = await client.acquireWorker({
+    const a = await gateway.acquireWorker({
       function: { namespace: "default", name: "hello" },
       holderId: "gw-1",
     });
     expect(a.startKind).toBe(StartKind.COLD);
     expect(a.revision).toBe("rev1");
     expect(await getWorker(a.address)).toBe(TEST_WORKER_BODY);
-    expect((await client.heartbeat({ holderId: "gw-1" })).activeLeases).toBe(1);
-    await client.releaseWorker({
+    expect((await gateway.heartbeat({ holderId: "gw-1" })).activeLeases).toBe(1);
+    await gateway.releaseWorker({
       workerId: a.workerId,
       leaseId: a.leaseId,
       outcome: InvocationOutcome.SUCCESS,
     });
 
     await until(async () => {
-      const { workers } = await client.listWorkers({ function: { namespace: "default", name: "hello" } });
+      const { workers } = await controller.listWorkers({ function: { namespace: "default", name: "hello" } });
       return workers.length === 1 && workers[0].state === WorkerState.PAUSED;
     }, "worker paused");
     expect(await cur!.rt.workerStatus(a.workerId)).toBe("paused");
 
-    const b = await client.acquireWorker({
+    const b = await gateway.acquireWorker({
       function: { namespace: "default", name: "hello" },
       holderId: "gw-1",
     });
     expect(b.startKind).toBe(StartKind.THAWED);
     expect(b.workerId).toBe(a.workerId);
     expect(await getWorker(b.address)).toBe(TEST_WORKER_BODY);
-    const hb = await client.heartbeat({ holderId: "gw-1" });
+    const hb = await gateway.heartbeat({ holderId: "gw-1" });
     expect(hb.nodeName).toBe(nodeName);
     expect(hb.pools.find((p) => p.function?.name === "hello")?.busyWorkers).toBe(1);
-    await client.releaseWorker({
+    await gateway.releaseWorker({
       workerId: b.workerId,
       leaseId: b.leaseId,
       outcome: InvocationOutcome.FUNCTION_ERROR,
     });
 
-    const stats = await client.getNodeStats({});
+    const stats = await gateway.getNodeStats({});
     expect(stats).toMatchObject({ nodeName, runtime: "containerd", functions: 1, workers: 1 });
     expect(stats.memoryReservedMb).toBe(128n);
   });
 
   it("maps errors onto gRPC status codes", async () => {
-    const { client } = cur!;
+    const { controller, gateway } = cur!;
     expect(
-      await codeOf(client.acquireWorker({ function: { namespace: "default", name: "nope" }, holderId: "g" })),
+      await codeOf(
+        gateway.acquireWorker({ function: { namespace: "default", name: "nope" }, holderId: "g" }),
+      ),
     ).toBe(Code.NotFound);
-    expect(await codeOf(client.acquireWorker({ function: { namespace: "default", name: "hello" } }))).toBe(
+    expect(await codeOf(gateway.acquireWorker({ function: { namespace: "default", name: "hello" } }))).toBe(
       Code.InvalidArgument,
     );
     expect(
       await codeOf(
-        client.prepareFunction({ spec: spec("bad", { environment: { AWS_REGION: "eu-west-1" } }) }),
+        controller.prepareFunction({ spec: spec("bad", { environment: { AWS_REGION: "eu-west-1" } }) }),
       ),
     ).toBe(Code.InvalidArgument);
     expect(
       await codeOf(
-        client.prepareFunction({ spec: spec("noimg", { image: `${fx.registry}/missing/image:x` }) }),
+        controller.prepareFunction({ spec: spec("noimg", { image: `${fx.registry}/missing/image:x` }) }),
       ),
     ).toBe(Code.FailedPrecondition);
     expect(
       await codeOf(
-        client.releaseWorker({
+        gateway.releaseWorker({
           workerId: "unknown-worker",
           leaseId: "x",
           outcome: InvocationOutcome.SUCCESS,
@@ -192,43 +292,53 @@ describe("AgentService over gRPC", () => {
       ),
     ).toBe(Code.NotFound);
 
-    await client.prepareFunction({ spec: spec("one", { reservedConcurrency: 1 }) });
+    await controller.prepareFunction({ spec: spec("one", { reservedConcurrency: 1 }) });
     const ref = { namespace: "default", name: "one" };
-    const w = await client.acquireWorker({ function: ref, holderId: "g" });
-    expect(await codeOf(client.acquireWorker({ function: ref, holderId: "g" }))).toBe(Code.ResourceExhausted);
-    expect(await codeOf(client.releaseWorker({ workerId: w.workerId, leaseId: "stale", outcome: 1 }))).toBe(
+    const w = await gateway.acquireWorker({ function: ref, holderId: "g" });
+    expect(await codeOf(gateway.acquireWorker({ function: ref, holderId: "g" }))).toBe(
+      Code.ResourceExhausted,
+    );
+    expect(await codeOf(gateway.releaseWorker({ workerId: w.workerId, leaseId: "stale", outcome: 1 }))).toBe(
       Code.FailedPrecondition,
     );
     // A worker that failed is replaced, never handed out again.
-    await client.releaseWorker({
+    await gateway.releaseWorker({
       workerId: w.workerId,
       leaseId: w.leaseId,
       outcome: InvocationOutcome.WORKER_FAILED,
     });
-    const w2 = await client.acquireWorker({ function: ref, holderId: "g", waitMs: 30_000 });
+    const w2 = await gateway.acquireWorker({ function: ref, holderId: "g", waitMs: 30_000 });
     expect(w2.workerId).not.toBe(w.workerId);
     expect(w2.startKind).toBe(StartKind.COLD);
-    await client.releaseWorker({
+    await gateway.releaseWorker({
       workerId: w2.workerId,
       leaseId: w2.leaseId,
       outcome: InvocationOutcome.SUCCESS,
     });
-    expect((await client.destroyFunction({ function: ref })).destroyedWorkers).toBe(1);
+    expect((await controller.destroyFunction({ function: ref })).destroyedWorkers).toBe(1);
   });
 
   it("stages the same code once when several functions carrying it are prepared at once", async () => {
-    const { client } = cur!;
+    const { controller, gateway } = cur!;
     const files = { "index.mjs": new TextEncoder().encode("export const handler = async () => 1;\n") };
     const names = ["same-a", "same-b", "same-c", "same-d"];
     const results = await Promise.allSettled(
       names.map((name) =>
-        client.prepareFunction({ spec: { ...spec(name), code: create(FunctionCodeSchema, { files }) } }),
+        controller.prepareFunction({
+          spec: {
+            ...spec(name),
+            image: "",
+            runtime: "nodejs24.x",
+            handler: "index.handler",
+            code: create(FunctionCodeSchema, { files }),
+          },
+        }),
       ),
     );
     expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : "ok"))).toEqual(
       names.map(() => "ok"),
     );
-    for (const name of names) await client.destroyFunction({ function: { namespace: "default", name } });
+    for (const name of names) await controller.destroyFunction({ function: { namespace: "default", name } });
   });
 
   it("serves health, readiness and Prometheus metrics", async () => {
@@ -242,7 +352,7 @@ describe("AgentService over gRPC", () => {
   });
 
   it("after a restart re-adopts its paused worker, removes orphans, and thaws the adopted worker", async () => {
-    const before = await cur!.client.listWorkers({});
+    const before = await cur!.controller.listWorkers({});
     const hello = before.workers.filter((w) => w.function?.name === "hello");
     expect(hello).toHaveLength(1);
     await until(
@@ -275,35 +385,35 @@ describe("AgentService over gRPC", () => {
     await probe.close();
 
     cur = await startAgent();
-    const after = await cur.client.listWorkers({});
+    const after = await cur.controller.listWorkers({});
     expect(after.workers.map((w) => [w.workerId, w.state])).toEqual([
       [hello[0].workerId, WorkerState.PAUSED],
     ]);
     expect(await cur.rt.workerStatus(`orphan-${fx.id}`)).toBe("unknown");
     expect(await fx.network.list()).toEqual([hello[0].workerId]);
 
-    const c = await cur.client.acquireWorker({
+    const c = await cur.gateway.acquireWorker({
       function: { namespace: "default", name: "hello" },
       holderId: "gw-2",
     });
     expect(c.workerId).toBe(hello[0].workerId);
     expect(c.startKind).toBe(StartKind.THAWED);
     expect(await getWorker(c.address)).toBe(TEST_WORKER_BODY);
-    await cur.client.releaseWorker({
+    await cur.gateway.releaseWorker({
       workerId: c.workerId,
       leaseId: c.leaseId,
       outcome: InvocationOutcome.SUCCESS,
     });
 
     expect(
-      (await cur.client.destroyFunction({ function: { namespace: "default", name: "hello" } }))
+      (await cur.controller.destroyFunction({ function: { namespace: "default", name: "hello" } }))
         .destroyedWorkers,
     ).toBe(1);
     expect(await cur.rt.listWorkers()).toEqual([]);
     expect(await fx.network.list()).toEqual([]);
     expect(
       await codeOf(
-        cur.client.acquireWorker({ function: { namespace: "default", name: "hello" }, holderId: "g" }),
+        cur.gateway.acquireWorker({ function: { namespace: "default", name: "hello" }, holderId: "g" }),
       ),
     ).toBe(Code.NotFound);
   });

@@ -88,3 +88,34 @@ imagePullSecrets:
 {{- toYaml . | nindent 2 }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The controller's and the gateway's identity towards the agents: a projected
+ServiceAccount token for the audience "esb-agent" (not usable against the
+Kubernetes API), rotated by the kubelet; the agents check it with a TokenReview.
+*/}}
+{{- define "esb.agentTokenEnv" -}}
+- name: AGENT_TOKEN_FILE
+  value: /var/run/secrets/esb.dev/agent-token/token
+{{- end }}
+
+{{- define "esb.agentTokenMount" -}}
+- name: agent-token
+  mountPath: /var/run/secrets/esb.dev/agent-token
+  readOnly: true
+{{- end }}
+
+{{- define "esb.agentTokenVolume" -}}
+- name: agent-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: esb-agent
+          expirationSeconds: 3600
+          path: token
+{{- end }}
+
+{{/* Kubernetes user name of a component's ServiceAccount; needs "root" and "component". */}}
+{{- define "esb.serviceAccountUser" -}}
+system:serviceaccount:{{ .root.Release.Namespace }}:{{ include "esb.serviceAccountName" . }}
+{{- end }}

@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { LambdaClient } from "@aws-sdk/client-lambda";
 import { createLogger, type LambdaFunction } from "@esb/common";
 import { startAgent, type RunningAgent } from "@esb/agent/main";
+import { generateAgentTokens, staticTokenSource, writeAgentTokensFile } from "@esb/common/agent-credentials";
 import { StaticAgentDirectory } from "@esb/controller/agent-directory";
 import { Controller } from "@esb/controller/controller";
 import { FolderFunctionSource } from "@esb/controller/folder-function-source";
@@ -46,6 +47,8 @@ export class E2eStack {
   /** Base URL of the gateway, e.g. http://127.0.0.1:41234. */
   endpoint = "";
   agentUrl = "";
+  /** The agent's tokens: the gateway and controller of this stack present theirs. */
+  readonly agentTokens = generateAgentTokens();
 
   constructor() {
     const socket = process.env.ESB_TEST_CONTAINERD_SOCKET;
@@ -67,7 +70,10 @@ export class E2eStack {
   async startAgent(): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), "esb-e2e-"));
     this.logLevel();
+    const tokensFile = join(this.dir, "agent-tokens.json");
+    writeAgentTokensFile(tokensFile, this.agentTokens);
     this.agent = await startAgent({
+      auth: { mode: "token", tokensFile },
       runtime: "containerd",
       containerdSocket: this.socket,
       containerdNamespace: this.namespace,
@@ -120,6 +126,7 @@ export class E2eStack {
       config,
       registry: new FolderFunctionRegistry(this.functionsDir, config.namespace, logger),
       discovery: new StaticAgentDiscovery(config.agentUrls),
+      agentToken: staticTokenSource(this.agentTokens.gateway),
       logger,
     });
     const port = await this.gateway.start();
@@ -129,6 +136,7 @@ export class E2eStack {
     this.controller = new Controller({
       source: this.source,
       agents: new StaticAgentDirectory([this.agentUrl]),
+      agentToken: staticTokenSource(this.agentTokens.controller),
       gatewayUrl: this.endpoint,
       logger,
     });

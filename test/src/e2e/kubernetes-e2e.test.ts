@@ -15,6 +15,7 @@ import { InvokeCommand, type LambdaClient } from "@aws-sdk/client-lambda";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { parse, stringify } from "yaml";
 import { createLogger, type LambdaFunction } from "@esb/common";
+import { staticTokenSource } from "@esb/common/agent-credentials";
 import { StaticAgentDirectory } from "@esb/controller/agent-directory";
 import { Controller } from "@esb/controller/controller";
 import { ControllerMetrics } from "@esb/controller/controller-metrics";
@@ -120,6 +121,7 @@ describe("Kubernetes mode end to end (kubectl → apiserver → controller → a
     stack.controller = new Controller({
       source: new KubernetesFunctionSource(kc, { namespace: ns, logger, instance: `k8s-e2e-${stack.id}` }),
       agents: new StaticAgentDirectory([stack.agentUrl]),
+      agentToken: staticTokenSource(stack.agentTokens.controller),
       gatewayUrl: stack.endpoint,
       gatewayNamespace: ns,
       metrics,
@@ -170,6 +172,7 @@ describe("Kubernetes mode end to end (kubectl → apiserver → controller → a
       config,
       registry,
       discovery: new StaticAgentDiscovery(config.agentUrls),
+      agentToken: staticTokenSource(stack.agentTokens.gateway),
       logger,
     });
     stack.endpoint = `http://127.0.0.1:${await stack.gateway.start()}`;

@@ -150,10 +150,10 @@ describe("chart RBAC in the test kube-apiserver", () => {
     );
   });
 
-  it("gives the agent no access to the Kubernetes API", async () => {
+  it("lets the agent review tokens (to know its callers), and nothing more", async () => {
     await expectAccess(
       "agent",
-      [],
+      [["create", "tokenreviews.authentication.k8s.io", "*"]],
       [
         ["get", "secrets", namespace],
         ["list", "secrets", "*"],
@@ -162,6 +162,8 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["get", "configmaps", namespace],
         ["list", "nodes", "*"],
         ["create", "events", namespace],
+        ["create", "serviceaccounts", namespace, "token"],
+        ["create", "subjectaccessreviews.authorization.k8s.io", "*"],
       ],
     );
   });

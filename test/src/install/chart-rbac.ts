@@ -25,6 +25,8 @@ export interface InstalledChartRbac {
   username(component: ChartComponent): string;
   /** A KubeConfig that authenticates as the component's ServiceAccount (bearer token, 1 h). */
   kubeConfigFor(component: ChartComponent): Promise<KubeConfig>;
+  /** A 1 h token of the component's ServiceAccount from the TokenRequest API, for `audience` if given. */
+  tokenFor(component: ChartComponent, audience?: string): Promise<string>;
   /** Deletes everything that was applied (cluster-scoped objects included). */
   uninstall(): Promise<void>;
 }
@@ -53,24 +55,29 @@ export async function installChartRbac(options: {
     return found.metadata.name;
   };
 
+  const tokenFor = async (component: ChartComponent, audience?: string): Promise<string> =>
+    expectSuccess(
+      await kubectl(kubeconfig, [
+        "create",
+        "token",
+        serviceAccount(component),
+        "-n",
+        namespace,
+        "--duration=1h",
+        ...(audience ? ["--audience", audience] : []),
+      ]),
+      "kubectl create token",
+    ).trim();
+
   return {
     release,
     namespace,
     manifests,
     serviceAccount,
     username: (component) => `system:serviceaccount:${namespace}:${serviceAccount(component)}`,
+    tokenFor,
     async kubeConfigFor(component) {
-      const token = expectSuccess(
-        await kubectl(kubeconfig, [
-          "create",
-          "token",
-          serviceAccount(component),
-          "-n",
-          namespace,
-          "--duration=1h",
-        ]),
-        "kubectl create token",
-      ).trim();
+      const token = await tokenFor(component);
       const admin = new KubeConfig();
       admin.loadFromFile(kubeconfig);
       const cluster = admin.getCurrentCluster();

@@ -98,7 +98,8 @@ describe("helm chart charts/esb", () => {
 
     const agent = findManifest(manifests, "DaemonSet", "esb-agent");
     const agentPod = podSpec(agent);
-    expect(agentPod.automountServiceAccountToken).toBe(false);
+    // Its API token serves one call: TokenReview of the controller's and gateway's agent tokens.
+    expect(agentPod.automountServiceAccountToken).toBe(true);
     expect(agentPod.hostNetwork).toBe(true);
     expect(agentPod.tolerations).toEqual([{ operator: "Exists" }]);
     const agentContainer = agentPod.containers.find((c) => c.name === "agent");
@@ -113,6 +114,9 @@ describe("helm chart charts/esb", () => {
       CNI_MODE: "bridge",
       CNI_BRIDGE: "esb-cni0",
       CNI_SUBNET: "10.88.0.0/16",
+      AGENT_AUTH: "kubernetes",
+      AGENT_CONTROLLER_USERS: "system:serviceaccount:esb-system:esb-controller",
+      AGENT_GATEWAY_USERS: "system:serviceaccount:esb-system:esb-gateway",
     });
     expect(agentContainer?.env?.find((e) => e.name === "NODE_NAME")?.valueFrom).toEqual({
       fieldRef: { fieldPath: "spec.nodeName" },
@@ -142,6 +146,10 @@ describe("helm chart charts/esb", () => {
 
     for (const name of ["esb-controller", "esb-gateway"]) {
       expect(findManifest(manifests, "PodDisruptionBudget", name).spec).toMatchObject({ minAvailable: 1 });
+      // Their identity towards the agents: a token for the agents' audience only, rotated by the kubelet.
+      const pod = podSpec(findManifest(manifests, "Deployment", name));
+      expect(envOf(pod.containers[0]).AGENT_TOKEN_FILE).toBe("/var/run/secrets/esb.dev/agent-token/token");
+      expect(JSON.stringify(pod.volumes)).toContain('"serviceAccountToken":{"audience":"esb-agent"');
     }
     for (const name of ["esb-controller", "esb-gateway", "esb-agent"])
       findManifest(manifests, "ServiceAccount", name);
@@ -187,8 +195,11 @@ describe("helm chart charts/esb", () => {
     expect(gatewayRules).toEqual([
       { apiGroups: ["esb.dev"], resources: ["lambdafunctions"], verbs: ["get", "list", "watch"] },
     ]);
-    // The agent has no role at all.
-    expect(manifests.filter((m) => m.kind.endsWith("Role") && m.metadata.name.includes("agent"))).toEqual([]);
+    // The agent may only review tokens (to know who calls it); no Role in any namespace.
+    expect(rulesOf(findManifest(manifests, "ClusterRole", "esb-agent"))).toEqual([
+      { apiGroups: ["authentication.k8s.io"], resources: ["tokenreviews"], verbs: ["create"] },
+    ]);
+    expect(manifests.filter((m) => m.kind === "Role" && m.metadata.name.includes("agent"))).toEqual([]);
     for (const role of manifests.filter((m) => m.kind === "ClusterRole" || m.kind === "Role")) {
       for (const rule of rulesOf(role)) {
         expect(rule.resources).not.toContain("secrets");

@@ -515,7 +515,7 @@ describe("agent image: what the agent runs", () => {
       import { loadAgentConfig } from "/app/agent-daemonset/dist/agent-config.js";
       import { ContainerdRuntime } from "/app/agent-daemonset/dist/runtime/containerd-runtime.js";
       import { createRuntimeImageResolver } from "/app/agent-daemonset/dist/runtime-image-resolver.js";
-      const config = loadAgentConfig({ NODE_NAME: "probe", CONTAINERD_NAMESPACE: ${JSON.stringify(namespace)} });
+      const config = loadAgentConfig({ NODE_NAME: "probe", AGENT_TOKENS_FILE: "/unused", CONTAINERD_NAMESPACE: ${JSON.stringify(namespace)} });
       const rt = new ContainerdRuntime({ socketPath: config.containerdSocket, namespace: config.containerdNamespace,
         network: undefined, stateDir: "/nonexistent" });
       await rt.start();

@@ -11,6 +11,8 @@ import { KubernetesAgentDiscovery } from "@esb/gateway/kubernetes-agent-discover
 import { KubernetesFunctionSource } from "@esb/controller/kubernetes-function-source";
 import { LeaderElector } from "@esb/controller/leader-election";
 import { WORKERS_FINALIZER } from "@esb/controller/function-source";
+import { TokenReviewAuthenticator } from "@esb/agent/auth/token-review-authenticator";
+import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
 import { testKubeconfig } from "../env/dev-env.js";
 import { installChartRbac, type InstalledChartRbac } from "./chart-rbac.js";
 import {
@@ -91,6 +93,34 @@ describe("gateway and controller under exactly the chart's RBAC", () => {
       "kubectl apply (function and its code)",
     );
   }
+
+  it("agent: reviews the controller's and gateway's agent-audience tokens and tells them apart", async () => {
+    const authenticator = new TokenReviewAuthenticator({
+      kubeConfig: await rbac.kubeConfigFor("agent"),
+      controllerUsers: [rbac.username("controller")],
+      gatewayUsers: [rbac.username("gateway")],
+    });
+    const controller = await rbac.tokenFor("controller", AGENT_TOKEN_AUDIENCE);
+    const gateway = await rbac.tokenFor("gateway", AGENT_TOKEN_AUDIENCE);
+    expect(await authenticator.authenticate(controller)).toEqual({
+      identity: rbac.username("controller"),
+      role: "controller",
+    });
+    expect(await authenticator.authenticate(gateway)).toEqual({
+      identity: rbac.username("gateway"),
+      role: "gateway",
+    });
+    // Cached: the same answer again (and no second review needed for a warm call).
+    expect((await authenticator.authenticate(gateway))?.role).toBe("gateway");
+    // A token for the Kubernetes API (the default audience) is not a token for the agent.
+    expect(await authenticator.authenticate(await rbac.tokenFor("gateway"))).toBeUndefined();
+    // A valid agent-audience token of another identity is known but has no role (permission_denied).
+    expect(await authenticator.authenticate(await rbac.tokenFor("agent", AGENT_TOKEN_AUDIENCE))).toEqual({
+      identity: rbac.username("agent"),
+      role: undefined,
+    });
+    expect(await authenticator.authenticate("garbage.not.ajwt")).toBeUndefined();
+  });
 
   it("gateway: its function registry sees functions in every namespace and its agent discovery finds agent pods", async () => {
     const gateway = await rbac.kubeConfigFor("gateway");
