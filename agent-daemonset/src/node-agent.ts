@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promise
 import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, normalize, isAbsolute } from "node:path";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { createLogger, type Logger } from "@esb/common";
+import { createLogger, isHandlerInsideCode, type Logger } from "@esb/common";
 import {
   FunctionCodeSchema,
   FunctionSpecSchema,
@@ -637,6 +637,8 @@ function validateSpec(spec: FunctionSpec, allowCodeHostPath: boolean): void {
   if (!spec.image && !(spec.runtime && spec.handler))
     bad("either image, or runtime and handler, is required");
   if (spec.image && spec.runtime) bad("image and runtime are mutually exclusive");
+  if (spec.handler && !isHandlerInsideCode(spec.handler))
+    bad(`handler "${spec.handler}" must name a file inside the code (no leading '/' and no '..' segment)`);
   const code = spec.code;
   const hasCode = Boolean(code && (Object.keys(code.files).length > 0 || code.hostPath));
   if (spec.image && hasCode) bad("image and code are mutually exclusive (an image carries its own code)");

@@ -22,6 +22,8 @@ export const LAMBDA_FUNCTION_MESSAGES = {
     "spec.image cannot be combined with runtime, handler or code: set either image or runtime + handler + code",
   codeRequired: "spec.code is required with spec.runtime",
   handlerRequired: "spec.handler is required with a Node.js runtime (for example index.handler)",
+  handlerInsideCode:
+    "spec.handler must name a file inside the function's code: no leading '/' and no '..' segment",
   provisionedOverReserved: "spec.provisionedConcurrency must not exceed spec.reservedConcurrency",
   codeExactlyOne: "spec.code must set exactly one of configMap, inline or path",
   envName:
@@ -34,6 +36,15 @@ export const LAMBDA_FUNCTION_MESSAGES = {
   inlineFileName:
     "spec.code.inline file names must be relative paths of letters, digits, '.', '_', '-' and '/', without '.' or '..' segments",
 } as const;
+
+/**
+ * True when a handler string cannot name a file outside the code folder
+ * (/var/task): no leading '/' and no '..' path segment. The CRD's CEL rule on
+ * spec.handler says the same.
+ */
+export function isHandlerInsideCode(handler: string): boolean {
+  return !handler.startsWith("/") && !/(^|\/)\.\.(\/|$)/.test(handler);
+}
 
 /** Environment variables that Lambda sets itself and a function may not override (besides `AWS_LAMBDA_*`). */
 export const RESERVED_ENVIRONMENT_VARIABLES = [
@@ -175,6 +186,8 @@ export function validateLambdaFunctionSpec(spec: Record<string, unknown>): strin
     );
   if (has("handler") && (typeof spec.handler !== "string" || spec.handler === ""))
     errors.push("spec.handler must be a non-empty string");
+  else if (typeof spec.handler === "string" && !isHandlerInsideCode(spec.handler))
+    errors.push(LAMBDA_FUNCTION_MESSAGES.handlerInsideCode);
   checkInt(errors, spec, "memorySize", 128, 10240);
   checkInt(errors, spec, "timeout", 1, 900);
   checkInt(errors, spec, "ephemeralStorage", 512, 10240);

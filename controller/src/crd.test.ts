@@ -59,6 +59,18 @@ const invalid: Array<{
     sameInFolder: true,
   },
   {
+    name: "handler-climbs",
+    spec: { runtime: "nodejs24.x", handler: "../../etc/passwd.x", code: { inline: { "index.mjs": "" } } },
+    messages: [M.handlerInsideCode],
+    sameInFolder: true,
+  },
+  {
+    name: "handler-absolute",
+    spec: { runtime: "provided", handler: "/etc/shadow", code: { inline: { bootstrap: "" } } },
+    messages: [M.handlerInsideCode],
+    sameInFolder: true,
+  },
+  {
     name: "env-name",
     spec: { image: "x", environment: { variables: { "1BAD": "x" } } },
     messages: [M.envName],

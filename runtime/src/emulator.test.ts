@@ -417,6 +417,13 @@ describe("Emulator: init errors from the Node runtime client", () => {
       "Bad handler index",
     ],
     [
+      "a handler that climbs out of the task root",
+      { "index.mjs": "export const handler = async () => 1;" },
+      "../task/index.handler",
+      "Runtime.MalformedHandlerName",
+      "Bad handler ../task/index.handler",
+    ],
+    [
       "an exception at import",
       { "index.mjs": "throw new Error('config missing');" },
       "index.handler",

@@ -222,7 +222,8 @@ export async function loadHandler(taskRoot: string, handlerString: string): Prom
   const dirPart = handlerString.slice(0, slash + 1);
   const rest = handlerString.slice(slash + 1);
   const dot = rest.indexOf(".");
-  if (dot <= 0 || dot === rest.length - 1) {
+  // The module must come from the task root: no absolute path, no '..' segment.
+  if (dot <= 0 || dot === rest.length - 1 || dirPart.startsWith("/") || dirPart.split("/").includes("..")) {
     throw new RuntimeInitError("Runtime.MalformedHandlerName", `Bad handler ${handlerString}`);
   }
   const moduleName = dirPart + rest.slice(0, dot);
