@@ -40,7 +40,16 @@ function serveInNetns(netnsPath: string, name: string, port: number): Promise<Ch
 }
 
 describe("CniNetwork (bridge mode, real CNI plugins)", () => {
-  const net = new CniNetwork({ mode: "bridge", bridgeName: bridge, subnet, stateDir, netnsDir });
+  // No firewall: these tests are about the CNI plumbing (worker-firewall.test.ts covers isolation,
+  // with this file's worker-to-worker connection as what the rules take away).
+  const net = new CniNetwork({
+    mode: "bridge",
+    bridgeName: bridge,
+    subnet,
+    stateDir,
+    netnsDir,
+    firewall: null,
+  });
   const servers: ChildProcess[] = [];
 
   beforeAll(() => {
@@ -167,6 +176,7 @@ describe("CniNetwork (bridge mode, real CNI plugins)", () => {
       confDir,
       stateDir: join(stateDir, "cluster"),
       netnsDir,
+      firewall: null,
     });
     expect((await cluster.confList()).name).toBe("clusternet");
     const w = await cluster.attach("w-cluster");

@@ -1,8 +1,11 @@
-import { spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { access, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createLogger, type Logger } from "@esb/common";
+import { pickIpv4, resultIpv4Subnets } from "./cni-result.js";
+import { exec, run } from "./exec.js";
+import { removeMasqueradeRules } from "./masquerade-cleanup.js";
+import { WorkerFirewall } from "./worker-firewall.js";
 import type { WorkerNetwork } from "./worker-network.js";
 
 /** How workers are networked: ESB's own bridge, or the node's cluster CNI configuration. */
@@ -24,6 +27,13 @@ export interface CniNetworkOptions {
   confDir?: string;
   /** Folder where the workers' network namespaces are bind-mounted. Default `/run/netns`. */
   netnsDir?: string;
+  /**
+   * Isolation rules installed in every worker's namespace before attach returns.
+   * Default: a {@link WorkerFirewall} with its defaults (egress allowed, the
+   * node, other workers and private ranges blocked). `null` installs none: for
+   * tests of the CNI plumbing only; workers are then not isolated.
+   */
+  firewall?: WorkerFirewall | null;
   logger?: Logger;
 }
 
@@ -58,7 +68,6 @@ interface Allocation {
 }
 
 const IFNAME = "eth0";
-const PLUGIN_TIMEOUT_MS = 60_000;
 
 /**
  * {@link WorkerNetwork} built on CNI plugins, executed as the CNI spec says
@@ -67,6 +76,8 @@ const PLUGIN_TIMEOUT_MS = 60_000;
  * `<netnsDir>/esb-<workerId>` and an `eth0` with one IPv4 address. ADD results
  * are written under `stateDir` before and after ADD, so a DEL (also after an
  * agent restart) replays the same configuration with the cached result.
+ * Unless `firewall` is null, attach installs the worker's isolation rules in
+ * its namespace and fails (leaving nothing behind) when it cannot.
  */
 export class CniNetwork implements WorkerNetwork {
   readonly mode: CniMode;
@@ -77,6 +88,7 @@ export class CniNetwork implements WorkerNetwork {
   private readonly confDir: string;
   private readonly netnsDir: string;
   private readonly log: Logger;
+  private readonly firewall: WorkerFirewall | null;
   private confListCache?: CniConfList;
 
   constructor(opts: CniNetworkOptions) {
@@ -89,6 +101,7 @@ export class CniNetwork implements WorkerNetwork {
     this.confDir = opts.confDir ?? "/etc/cni/net.d";
     this.netnsDir = opts.netnsDir ?? "/run/netns";
     this.log = opts.logger ?? createLogger("cni-network");
+    this.firewall = opts.firewall === undefined ? new WorkerFirewall() : opts.firewall;
     if (this.bridgeName.length > 15) {
       throw new Error(
         `CNI bridge name "${this.bridgeName}" is longer than 15 characters (Linux interface name limit)`,
@@ -164,7 +177,11 @@ export class CniNetwork implements WorkerNetwork {
     return { cniVersion: String(cniVersion ?? "0.4.0"), name: String(name ?? "cluster"), plugins: [plugin] };
   }
 
-  /** Creates the worker's netns, runs CNI ADD; returns its IP and the netns path. */
+  /**
+   * Creates the worker's netns, runs CNI ADD, installs the firewall rules;
+   * returns its IP and the netns path. On any failure (a rule that cannot be
+   * installed included) everything is undone and the error thrown.
+   */
   async attach(workerId: string): Promise<{ ip: string; netnsPath: string }> {
     validateId(workerId);
     const confList = await this.confList();
@@ -190,6 +207,10 @@ export class CniNetwork implements WorkerNetwork {
       await this.writeAlloc(alloc);
       const ip = pickIpv4(alloc.result, netnsPath);
       if (!ip) throw new CniError(`CNI ADD for worker ${workerId} returned no IPv4 address`, -1);
+      // Before the worker exists: it never runs a moment without its rules.
+      if (this.firewall) {
+        await this.firewall.apply({ workerId, netnsPath, workerSubnets: this.workerSubnets(alloc.result) });
+      }
       this.log.debug({ workerId, ip }, "worker network attached");
       return { ip, netnsPath };
     } catch (err) {
@@ -218,9 +239,44 @@ export class CniNetwork implements WorkerNetwork {
         );
       }
     }
-    if (alloc && !netnsExists) await this.removeMasqueradeRules(alloc);
+    if (alloc && !netnsExists) await removeMasqueradeRules(alloc.confList, alloc.containerId);
     if (netnsExists) await this.removeNetns(netnsPath);
     await rm(join(this.allocDir, `${workerId}.json`), { force: true });
+  }
+
+  /**
+   * Installs the current firewall rules again in every attached worker's
+   * namespace (at agent start: workers kept from the previous agent get the
+   * current policy). Replaces rather than adds, so it is idempotent. A worker
+   * whose rules cannot be replaced keeps its previous ones (a restore is
+   * atomic); its id is returned and logged.
+   */
+  async reapplyFirewall(): Promise<{ applied: number; failed: string[] }> {
+    const failed: string[] = [];
+    let applied = 0;
+    if (!this.firewall) return { applied, failed };
+    for (const workerId of await this.list()) {
+      const alloc = await this.readAlloc(workerId);
+      if (!alloc?.result || !(await exists(alloc.netnsPath))) continue; // half-made: orphan cleanup removes it
+      try {
+        await this.firewall.apply({
+          workerId,
+          netnsPath: alloc.netnsPath,
+          workerSubnets: this.workerSubnets(alloc.result),
+        });
+        applied++;
+      } catch (err) {
+        failed.push(workerId);
+        this.log.error({ workerId, err: (err as Error).message }, "worker firewall not renewed");
+      }
+    }
+    return { applied, failed };
+  }
+
+  /** The subnets the firewall blocks for a worker: its CNI result's, and ESB's own subnet in bridge mode. */
+  private workerSubnets(result: Record<string, unknown>): string[] {
+    const subnets = resultIpv4Subnets(result);
+    return this.mode === "bridge" ? [this.subnet, ...subnets] : subnets;
   }
 
   /** Worker ids that have network allocations (for orphan cleanup). */
@@ -232,44 +288,6 @@ export class CniNetwork implements WorkerNetwork {
       return [];
     }
     return names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -".json".length));
-  }
-
-  /**
-   * The bridge plugin skips its IP-masquerade teardown when the netns is already
-   * gone (it learns the addresses from the deleted link), leaving a NAT chain
-   * behind; remove the rules tagged with this network and container instead.
-   */
-  private async removeMasqueradeRules(alloc: Allocation): Promise<void> {
-    if (!alloc.confList.plugins.some((p) => p.type === "bridge" && p.ipMasq === true)) return;
-    const comment = `name: "${alloc.confList.name}" id: "${alloc.containerId}"`;
-    let rules: string;
-    try {
-      rules = (await exec("iptables", ["-t", "nat", "-S", "POSTROUTING"], process.env, "")).stdout;
-    } catch {
-      return; // no iptables: the plugin could not have added rules either
-    }
-    const quoted = JSON.stringify(comment);
-    for (const line of rules.split("\n").filter((l) => l.includes(quoted))) {
-      const src = /-s (\S+)/.exec(line)?.[1];
-      const chain = /-j (CNI-[0-9a-f]+)/.exec(line)?.[1];
-      if (!src || !chain) continue;
-      await run("iptables", [
-        "-t",
-        "nat",
-        "-D",
-        "POSTROUTING",
-        "-s",
-        src,
-        "-m",
-        "comment",
-        "--comment",
-        comment,
-        "-j",
-        chain,
-      ]).catch(() => undefined);
-      await run("iptables", ["-t", "nat", "-F", chain]).catch(() => undefined);
-      await run("iptables", ["-t", "nat", "-X", chain]).catch(() => undefined);
-    }
   }
 
   private async createNetns(path: string): Promise<void> {
@@ -356,21 +374,6 @@ export class CniNetwork implements WorkerNetwork {
   }
 }
 
-/** Picks the first IPv4 address of the result, preferring one on an interface inside `netnsPath`. */
-function pickIpv4(result: Record<string, unknown>, netnsPath: string): string | undefined {
-  const ips = (result.ips ?? []) as { address?: string; interface?: number; version?: string }[];
-  const interfaces = (result.interfaces ?? []) as { sandbox?: string }[];
-  const v4 = ips.filter((i) => i.address && !i.address.includes(":"));
-  const inSandbox = v4.find(
-    (i) => i.interface !== undefined && interfaces[i.interface]?.sandbox === netnsPath,
-  );
-  const chosen = inSandbox ?? v4[0];
-  if (chosen?.address) return chosen.address.split("/")[0];
-  // CNI 0.2.0 results.
-  const ip4 = result.ip4 as { ip?: string } | undefined;
-  return ip4?.ip?.split("/")[0];
-}
-
 function validateId(workerId: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(workerId)) {
     throw new Error(`invalid worker id "${workerId}" (letters, digits, '_', '.', '-'; at most 128)`);
@@ -384,28 +387,4 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function exec(
-  file: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  stdin: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env, stdio: ["pipe", "pipe", "pipe"], timeout: PLUGIN_TIMEOUT_MS });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.on("error", () => undefined);
-    child.stdin.end(stdin);
-  });
-}
-
-async function run(file: string, args: string[]): Promise<void> {
-  const { code, stderr } = await exec(file, args, process.env, "");
-  if (code !== 0) throw new Error(`${file} ${args.join(" ")} failed (exit ${code}): ${stderr.trim()}`);
 }
