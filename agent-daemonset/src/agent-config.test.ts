@@ -115,4 +115,39 @@ describe("loadAgentConfig", () => {
       /AGENT_AUTH="none" must be one of/,
     );
   });
+  it("reads the worker network policy: egress on by default, destination lists validated", () => {
+    expect(loadAgentConfig({ ...AUTH }).workerNetwork).toEqual({
+      egress: "allow",
+      allowedDestinations: [],
+      deniedDestinations: [],
+    });
+    expect(
+      loadAgentConfig({
+        ...AUTH,
+        WORKER_EGRESS: "deny",
+        WORKER_ALLOWED_DESTINATIONS: "10.0.5.20:5432, 192.168.7.0/24",
+        WORKER_DENIED_DESTINATIONS: "203.0.113.10,198.51.100.0/24",
+      }).workerNetwork,
+    ).toEqual({
+      egress: "deny",
+      allowedDestinations: [
+        { cidr: "10.0.5.20/32", port: 5432 },
+        { cidr: "192.168.7.0/24", port: undefined },
+      ],
+      deniedDestinations: ["203.0.113.10/32", "198.51.100.0/24"],
+    });
+    expect(() => loadAgentConfig({ ...AUTH, WORKER_EGRESS: "off" })).toThrow(
+      'WORKER_EGRESS="off" must be one of: allow, deny',
+    );
+    expect(() => loadAgentConfig({ ...AUTH, WORKER_ALLOWED_DESTINATIONS: "db.internal:5432" })).toThrow(
+      'WORKER_ALLOWED_DESTINATIONS entry "db.internal:5432" is not ipv4[/prefix][:port]',
+    );
+    expect(() => loadAgentConfig({ ...AUTH, WORKER_DENIED_DESTINATIONS: "10.96.0.0/12:443" })).toThrow(
+      AgentConfigError,
+    );
+    // The docker runtime cannot enforce it: refused rather than silently ignored.
+    expect(() => loadAgentConfig({ ...AUTH, AGENT_RUNTIME: "docker", WORKER_EGRESS: "deny" })).toThrow(
+      /need AGENT_RUNTIME=containerd/,
+    );
+  });
 });

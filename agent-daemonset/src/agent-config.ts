@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
 import { PREBUILT_RUNTIME_IMAGES_DIR } from "@esb/runtime/image/runtime-image-folder";
+import { parseDestinations, type Destination, type WorkerEgress } from "./network/worker-firewall.js";
 
 /** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
 export interface AgentConfig {
@@ -45,6 +46,22 @@ export interface AgentConfig {
   runtimeImagesDir?: string;
   /** How AgentService callers are authenticated; the agent never serves anonymous calls. */
   auth: AgentAuthConfig;
+  /** What workers may reach (containerd runtime; enforced in each worker's network namespace). */
+  workerNetwork: WorkerNetworkConfig;
+}
+
+/**
+ * Worker network policy. Workers never reach other workers, the node, private
+ * and link-local ranges (the metadata endpoint) or `deniedDestinations`, except
+ * the `allowedDestinations`; the public internet only when `egress` is `allow`.
+ */
+export interface WorkerNetworkConfig {
+  /** WORKER_EGRESS: `allow` (default, like Lambda outside a VPC) or `deny`. */
+  egress: WorkerEgress;
+  /** WORKER_ALLOWED_DESTINATIONS: `ipv4[/prefix][:port]` entries workers may always reach (data services). */
+  allowedDestinations: Destination[];
+  /** WORKER_DENIED_DESTINATIONS: more IPv4 CIDRs workers must not reach (e.g. a public API server address). */
+  deniedDestinations: string[];
 }
 
 /**
@@ -100,6 +117,15 @@ export const AGENT_ENV_HELP: [string, string][] = [
     "kubernetes mode: comma-separated user names of the controller (system:serviceaccount:NS:NAME)",
   ],
   ["AGENT_GATEWAY_USERS", "kubernetes mode: comma-separated user names of the gateway"],
+  ["WORKER_EGRESS", "allow (default: workers reach the public internet) or deny"],
+  [
+    "WORKER_ALLOWED_DESTINATIONS",
+    "comma-separated ipv4[/prefix][:port] workers may reach although private (data services), e.g. 10.0.5.20:5432",
+  ],
+  [
+    "WORKER_DENIED_DESTINATIONS",
+    "comma-separated IPv4 CIDRs workers must not reach besides private ranges (e.g. a public API server)",
+  ],
 ];
 
 function port(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
@@ -184,9 +210,11 @@ export function loadAgentConfig(
   } else if (exists(PREBUILT_RUNTIME_IMAGES_DIR)) {
     runtimeImagesDir = PREBUILT_RUNTIME_IMAGES_DIR;
   }
+  const runtime = oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd");
   return {
     auth: authConfig(env),
-    runtime: oneOf(env, "AGENT_RUNTIME", ["containerd", "docker"] as const, "containerd"),
+    runtime,
+    workerNetwork: workerNetworkConfig(env, runtime),
     containerdSocket: env.CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
     containerdNamespace: env.CONTAINERD_NAMESPACE || "esb",
     workerCgroupParent: cgroupParent(env.WORKER_CGROUP_PARENT),
@@ -209,6 +237,30 @@ export function loadAgentConfig(
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
   };
+}
+
+/** WORKER_EGRESS, WORKER_ALLOWED_DESTINATIONS, WORKER_DENIED_DESTINATIONS. */
+function workerNetworkConfig(env: NodeJS.ProcessEnv, runtime: "containerd" | "docker"): WorkerNetworkConfig {
+  const egress = oneOf(env, "WORKER_EGRESS", ["allow", "deny"] as const, "allow");
+  const parse = (name: string, allowPort: boolean) => {
+    try {
+      return parseDestinations(env[name] ?? "", name, allowPort);
+    } catch (err) {
+      throw new AgentConfigError((err as Error).message);
+    }
+  };
+  const config: WorkerNetworkConfig = {
+    egress,
+    allowedDestinations: parse("WORKER_ALLOWED_DESTINATIONS", true),
+    deniedDestinations: parse("WORKER_DENIED_DESTINATIONS", false).map((d) => d.cidr),
+  };
+  // A policy the docker runtime cannot enforce must not look enforced.
+  if (runtime === "docker" && (egress === "deny" || config.deniedDestinations.length > 0)) {
+    throw new AgentConfigError(
+      "WORKER_EGRESS=deny and WORKER_DENIED_DESTINATIONS need AGENT_RUNTIME=containerd: the docker runtime does not isolate worker networks",
+    );
+  }
+  return config;
 }
 
 function authConfig(env: NodeJS.ProcessEnv): AgentAuthConfig {

@@ -11,6 +11,7 @@ import type { AgentAuthenticator } from "./auth/agent-auth.js";
 import { StaticTokenAuthenticator } from "./auth/static-token-authenticator.js";
 import { TokenReviewAuthenticator } from "./auth/token-review-authenticator.js";
 import { CniNetwork } from "./network/cni-network.js";
+import { WorkerFirewall } from "./network/worker-firewall.js";
 import { NodeAgent } from "./node-agent.js";
 import { createRuntimeImageResolver } from "./runtime-image-resolver.js";
 import { ContainerdRuntime } from "./runtime/containerd-runtime.js";
@@ -52,6 +53,20 @@ export const AGENT_PROGRAMS: readonly AgentProgram[] = [
       "network/cni-network.ts (`iptables -t nat -S|-D|-F|-X`) and the CNI bridge (ipMasq) and portmap plugins (`iptables --version`, `-t nat -N|-A|-C|-D|-S`)",
   },
   {
+    name: "nsenter",
+    usedBy:
+      "network/worker-firewall.ts: `nsenter --net=<netns file> iptables-restore|ip6tables-restore -w 5` installs a worker's isolation rules",
+  },
+  {
+    name: "iptables-restore",
+    usedBy: "network/worker-firewall.ts, inside nsenter: a worker's IPv4 filter table (conntrack, REJECT)",
+  },
+  {
+    name: "ip6tables-restore",
+    usedBy:
+      "network/worker-firewall.ts, inside nsenter: a worker's IPv6 filter table (loopback only, REJECT)",
+  },
+  {
     name: "mkfifo",
     usedBy: "containerd/task-log-pipes.ts: `mkfifo -m 600 <file>` for a worker's stdout and stderr",
   },
@@ -81,6 +96,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       cniBinDir: config.cniBinDir,
       confDir: config.cniConfDir,
       netnsDir: config.netnsDir,
+      firewall: new WorkerFirewall({
+        egress: config.workerNetwork.egress,
+        allowedDestinations: config.workerNetwork.allowedDestinations,
+        deniedDestinations: config.workerNetwork.deniedDestinations,
+      }),
     });
     runtime = new ContainerdRuntime({
       socketPath: config.containerdSocket,
@@ -92,6 +112,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     });
   } else {
     runtime = new DockerRuntime({ socketPath: config.dockerSocket, owner: config.nodeName });
+    log.warn("AGENT_RUNTIME=docker: workers are not isolated from each other or from the node's network");
   }
   const metrics = new AgentMetrics();
   const agent = new NodeAgent({
@@ -118,6 +139,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   // Listen first so that /healthz answers while workers are re-adopted; /readyz waits for the agent.
   const ports = await server.start();
   try {
+    // Workers kept from the previous agent get the current network policy before they are re-adopted.
+    if (network instanceof CniNetwork) await network.reapplyFirewall();
     await agent.start();
   } catch (err) {
     await server.stop(0);
