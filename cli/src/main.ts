@@ -3,6 +3,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { createLogger } from "@esb/common";
+import { parseDestinations } from "@esb/agent/network/worker-firewall";
 import { invokeFunction } from "./invoke-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
 
@@ -11,6 +12,20 @@ function portNumber(value: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535)
     throw new InvalidArgumentError("not a port number (0-65535)");
   return n;
+}
+
+function workerEgress(value: string): "allow" | "deny" {
+  if (value !== "allow" && value !== "deny") throw new InvalidArgumentError("allow or deny");
+  return value;
+}
+
+function workerDestination(value: string, list: string[]): string[] {
+  try {
+    parseDestinations(value, "--worker-allow");
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return [...list, value];
 }
 
 /** Builds the `esb` command line. */
@@ -37,6 +52,18 @@ export function buildProgram(): Command {
     .option("--agent-port <port>", "agent gRPC port on 127.0.0.1 (0: any free port)", portNumber, 0)
     .option("--bridge <name>", "worker bridge", "esb-cni0")
     .option("--subnet <cidr>", "worker subnet", "10.88.0.0/16")
+    .option(
+      "--worker-egress <policy>",
+      "allow: workers reach the public internet; deny: only --worker-allow destinations",
+      workerEgress,
+      "allow",
+    )
+    .option(
+      "--worker-allow <ipv4[/prefix][:port]>",
+      "a destination workers may reach although private, e.g. a database on the bridge address 10.88.0.1:5432 (repeatable)",
+      workerDestination,
+      [] as string[],
+    )
     .action(
       async (opts: {
         functions: string;
@@ -47,6 +74,8 @@ export function buildProgram(): Command {
         agentPort: number;
         bridge: string;
         subnet: string;
+        workerEgress: "allow" | "deny";
+        workerAllow: string[];
       }) => {
         const logger = createLogger("esb");
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
@@ -59,6 +88,8 @@ export function buildProgram(): Command {
           agentPort: opts.agentPort,
           bridge: opts.bridge,
           subnet: opts.subnet,
+          workerEgress: opts.workerEgress,
+          workerAllowedDestinations: opts.workerAllow,
           logger,
           progress,
         });

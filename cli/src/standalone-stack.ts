@@ -29,6 +29,10 @@ export interface StandaloneOptions {
   /** Worker bridge and subnet. */
   bridge: string;
   subnet: string;
+  /** Workers' public-internet egress (default allow). */
+  workerEgress?: "allow" | "deny";
+  /** `ipv4[/prefix][:port]` destinations workers may reach although private (default none). */
+  workerAllowedDestinations?: string[];
   logger: Logger;
   /** Progress lines for the user (start-up steps). */
   progress: (line: string) => void;
@@ -96,6 +100,8 @@ export class StandaloneStack {
           NODE_NAME: hostname(),
           CNI_BRIDGE: this.options.bridge,
           CNI_SUBNET: this.options.subnet,
+          WORKER_EGRESS: this.options.workerEgress,
+          WORKER_ALLOWED_DESTINATIONS: this.options.workerAllowedDestinations?.join(","),
           ESB_LOG_LEVEL: process.env.ESB_LOG_LEVEL,
         }),
       );
