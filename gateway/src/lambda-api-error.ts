@@ -12,6 +12,13 @@ export const LAMBDA_ERROR_STATUS = {
   UnsupportedMediaTypeException: 415,
   /** A path under the Lambda API's prefixes that names no operation ESB serves, or a wrong method. */
   UnknownOperationException: 404,
+  /** SigV4 verification (gateway auth on): no signature, unknown key, wrong or expired signature. */
+  MissingAuthenticationTokenException: 403,
+  IncompleteSignatureException: 403,
+  UnrecognizedClientException: 403,
+  InvalidSignatureException: 403,
+  /** The caller's key may not invoke functions of that namespace. */
+  AccessDeniedException: 403,
 } as const;
 
 /** One of {@link LAMBDA_ERROR_STATUS}'s keys. */
