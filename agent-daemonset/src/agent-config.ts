@@ -46,8 +46,12 @@ export interface AgentConfig {
   runtimeImagesDir?: string;
   /** How AgentService callers are authenticated; the agent never serves anonymous calls. */
   auth: AgentAuthConfig;
-  /** What workers may reach (containerd runtime; enforced in each worker's network namespace). */
-  workerNetwork: WorkerNetworkConfig;
+  /**
+   * What workers may reach (containerd runtime; enforced in each worker's network
+   * namespace). {@link loadAgentConfig} always sets it; absent = the defaults
+   * (egress allowed, no extra destinations), never "no isolation".
+   */
+  workerNetwork?: WorkerNetworkConfig;
 }
 
 /**

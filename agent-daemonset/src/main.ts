@@ -97,9 +97,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       confDir: config.cniConfDir,
       netnsDir: config.netnsDir,
       firewall: new WorkerFirewall({
-        egress: config.workerNetwork.egress,
-        allowedDestinations: config.workerNetwork.allowedDestinations,
-        deniedDestinations: config.workerNetwork.deniedDestinations,
+        egress: config.workerNetwork?.egress,
+        allowedDestinations: config.workerNetwork?.allowedDestinations,
+        deniedDestinations: config.workerNetwork?.deniedDestinations,
       }),
     });
     runtime = new ContainerdRuntime({

@@ -42,6 +42,16 @@ export interface GatewayConfig {
   maxSyncPayloadBytes: number;
   /** Largest Event payload in bytes (1 MB, as AWS). */
   maxAsyncPayloadBytes: number;
+  /**
+   * File of the access keys callers sign with (`GATEWAY_CREDENTIALS_FILE`, YAML or
+   * JSON, re-read when it changes). Set: requests must carry a valid AWS SigV4
+   * signature and may only reach their key's namespaces. Unset (default): no auth.
+   */
+  credentialsFile?: string;
+  /** What must be signed (`GATEWAY_AUTH_SCOPE`): `invokeApi` (default) or `all` (HTTP routes too). */
+  authScope: "invokeApi" | "all";
+  /** How often the credentials file is re-read (`GATEWAY_CREDENTIALS_RELOAD_MS`, default 5000). */
+  credentialsReloadMs: number;
 }
 
 /** A setting that cannot be used; the message names the variable and what is wrong. */
@@ -101,6 +111,16 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
       "GATEWAY_EVENT_RETRY_DELAYS_MS: expected two delays (Event invocations are retried twice)",
     );
   }
+  const credentialsFile = env.GATEWAY_CREDENTIALS_FILE?.trim() || undefined;
+  const authScope = env.GATEWAY_AUTH_SCOPE?.trim() || "invokeApi";
+  if (authScope !== "invokeApi" && authScope !== "all") {
+    throw new GatewayConfigError(`GATEWAY_AUTH_SCOPE=${authScope}: expected invokeApi or all`);
+  }
+  if (authScope === "all" && !credentialsFile) {
+    throw new GatewayConfigError(
+      "GATEWAY_AUTH_SCOPE=all needs GATEWAY_CREDENTIALS_FILE (the keys callers sign with)",
+    );
+  }
   return {
     port: integer(env, "GATEWAY_PORT", 9000, 0, 65535),
     host: env.GATEWAY_HOST?.trim() || "0.0.0.0",
@@ -120,5 +140,8 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     eventRetryDelaysMs: delays,
     maxSyncPayloadBytes: 6 * 1024 * 1024,
     maxAsyncPayloadBytes: 1024 * 1024,
+    credentialsFile,
+    authScope,
+    credentialsReloadMs: integer(env, "GATEWAY_CREDENTIALS_RELOAD_MS", 5000, 100, 3_600_000),
   };
 }

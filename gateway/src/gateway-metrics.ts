@@ -20,6 +20,8 @@ export class GatewayMetrics {
   readonly eventsDropped: Counter<"function">;
   readonly routeConflicts: Gauge;
   readonly agents: Gauge;
+  /** Requests refused by SigV4 verification, by API (`invoke`, `http`) and reason (a fixed set: see sigv4-verifier's AuthFailureReason). */
+  readonly authFailures: Counter<"api" | "reason">;
 
   constructor(collectDefaults = false) {
     if (collectDefaults) collectDefaultMetrics({ register: this.registry, prefix: "esb_gateway_" });
@@ -74,6 +76,12 @@ export class GatewayMetrics {
     this.agents = new Gauge({
       name: "esb_gateway_agents",
       help: "Agents known to the gateway",
+      registers,
+    });
+    this.authFailures = new Counter({
+      name: "esb_gateway_auth_failures_total",
+      help: "Requests refused by SigV4 verification or namespace scoping, by API (invoke, http) and reason (missing, incomplete, unknown_key, bad_signature, expired, access_denied)",
+      labelNames: ["api", "reason"],
       registers,
     });
   }

@@ -14,6 +14,8 @@ import { LambdaApiError } from "./lambda-api-error.js";
 import { HttpRouteHandler } from "./http-route-handler.js";
 import { InvocationRecorder } from "./invocation-recorder.js";
 import { InvokeApiHandler } from "./invoke-api-handler.js";
+import { SigV4Authenticator, type AuthenticatedRequest } from "./sigv4-auth.js";
+import { CredentialStore } from "./sigv4-credentials.js";
 import { WorkerBroker } from "./worker-broker.js";
 import { WorkerHttpClient } from "./worker-http-client.js";
 
@@ -24,6 +26,10 @@ const FUNCTION_PATH = /^\/2015-03-31\/functions\/([^/?]+)(\/invocations)?\/?$/;
  * endpoints, whatever the method.
  */
 const RESERVED_PATH = /^\/(\d{4}-\d{2}-\d{2}(\/|$)|(healthz|readyz|metrics)\/?$)/;
+/** The Lambda API's date-versioned prefixes: signed for service `lambda` when auth is on. */
+const LAMBDA_API_PATH = /^\/\d{4}-\d{2}-\d{2}(\/|$)/;
+/** Never signed: probes and scrapers cannot sign. */
+const UNSIGNED_PATH = /^\/(healthz|readyz|metrics)\/?$/;
 
 /** What {@link GatewayServer} is built from; registry and discovery decide Kubernetes vs standalone. */
 export interface GatewayServerOptions {
@@ -55,6 +61,9 @@ export class GatewayServer {
   private readonly registry: FunctionRegistry;
   private readonly logger: Logger;
   private readonly config: GatewayConfig;
+  /** SigV4 verification; undefined when no credentials file is configured (auth off). */
+  private readonly auth: SigV4Authenticator | undefined;
+  private readonly credentials: CredentialStore | undefined;
 
   constructor(options: GatewayServerOptions) {
     const { config, registry, discovery, logger } = options;
@@ -93,6 +102,16 @@ export class GatewayServer {
       logger,
     );
     this.routes = new HttpRouteHandler(registry, invoker, recorder, config.maxSyncPayloadBytes, logger);
+    if (config.credentialsFile) {
+      this.credentials = new CredentialStore(config.credentialsFile, logger);
+      this.auth = new SigV4Authenticator(
+        this.credentials,
+        config.authScope,
+        config.maxSyncPayloadBytes,
+        this.metrics,
+        logger,
+      );
+    }
     this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
       this.dispatch(req, res).catch((err: unknown) => {
         this.logger.error({ err }, "request failed");
@@ -104,6 +123,11 @@ export class GatewayServer {
 
   /** Starts the registry and agent connections, then listens. Resolves with the bound port. */
   async start(): Promise<number> {
+    if (this.credentials) {
+      // Before listening: with auth configured, the gateway never serves unverified.
+      await this.credentials.load();
+      this.credentials.watch(this.config.credentialsReloadMs);
+    }
     await this.registry.start();
     this.metrics.routeConflicts.set(this.registry.routes().conflicts.length);
     this.registry.onChange(() => this.metrics.routeConflicts.set(this.registry.routes().conflicts.length));
@@ -114,7 +138,12 @@ export class GatewayServer {
     });
     const port = (this.server.address() as AddressInfo).port;
     this.logger.info(
-      { port, namespace: this.config.namespace, agents: this.agents.list().map((a) => a.url) },
+      {
+        port,
+        namespace: this.config.namespace,
+        agents: this.agents.list().map((a) => a.url),
+        auth: this.auth ? { sigv4: this.auth.scope, keys: this.credentials!.size } : "off",
+      },
       "gateway listening",
     );
     return port;
@@ -141,6 +170,7 @@ export class GatewayServer {
     await this.agents.stop();
     await this.registry.stop();
     await this.workers.close();
+    this.credentials?.close();
   }
 
   /** True when functions are listed and at least one agent answers heartbeats. */
@@ -152,11 +182,19 @@ export class GatewayServer {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q >= 0 ? url.slice(0, q) : url;
+    const lambdaApi = LAMBDA_API_PATH.test(path);
+    let signed: AuthenticatedRequest | undefined;
+    if (this.auth?.covers(lambdaApi) && !UNSIGNED_PATH.test(path)) {
+      signed = await this.auth.authenticate(req, res, lambdaApi ? "invoke" : "http");
+      if (!signed) return; // refused; the error was sent
+    }
     const fnMatch = FUNCTION_PATH.exec(path);
     if (fnMatch) {
       const query = new URLSearchParams(q >= 0 ? url.slice(q + 1) : "");
-      if (fnMatch[2] && req.method === "POST") return this.invokeApi.invoke(req, res, fnMatch[1], query);
-      if (!fnMatch[2] && req.method === "GET") return this.invokeApi.getFunction(res, fnMatch[1], query);
+      if (fnMatch[2] && req.method === "POST")
+        return this.invokeApi.invoke(req, res, fnMatch[1], query, signed);
+      if (!fnMatch[2] && req.method === "GET")
+        return this.invokeApi.getFunction(res, fnMatch[1], query, signed);
     }
     if (req.method === "GET" && path === "/healthz") return text(res, 200, "ok\n");
     if (req.method === "GET" && path === "/readyz") {
@@ -171,7 +209,7 @@ export class GatewayServer {
       return;
     }
     if (RESERVED_PATH.test(path)) return this.unknownOperation(req, res, path);
-    return this.routes.handle(req, res);
+    return this.routes.handle(req, res, signed);
   }
 
   /** A reserved path with a method or sub-path ESB does not serve: AWS's error, never a user route. */

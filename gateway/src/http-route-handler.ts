@@ -7,6 +7,7 @@ import type { FunctionRegistry } from "./function-registry.js";
 import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import { readRequestBody } from "./request-body-reader.js";
+import { sendRouteAuthError, type AuthenticatedRequest } from "./sigv4-auth.js";
 
 /**
  * Serves functions' `spec.http.routes` like an API Gateway HTTP API with a
@@ -16,6 +17,9 @@ import { readRequestBody } from "./request-body-reader.js";
  * a route, 413 for bodies over the limit, 502 `{"message":"Internal server
  * error"}` for a function error or malformed result, 429 when throttled, 503
  * when the function is not ready, 500 for gateway/agent failures.
+ *
+ * With gateway auth scope `all`, requests come verified (`signed`): a caller
+ * whose key does not cover the route's namespace gets 403 AccessDeniedException.
  */
 export class HttpRouteHandler {
   constructor(
@@ -26,7 +30,7 @@ export class HttpRouteHandler {
     private readonly logger: Logger,
   ) {}
 
-  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async handle(req: IncomingMessage, res: ServerResponse, signed?: AuthenticatedRequest): Promise<void> {
     const started = performance.now();
     const requestId = randomUUID();
     const url = req.url ?? "/";
@@ -55,7 +59,20 @@ export class HttpRouteHandler {
         error,
       });
 
-    const read = await readRequestBody(req, this.maxBodyBytes);
+    const denied = signed?.authorize(
+      key.namespace,
+      "execute-api:Invoke",
+      `arn:aws:execute-api:${signed.caller.region}:000000000000:${key.namespace}/$default/${method}${rawPath}`,
+    );
+    if (denied) {
+      record("client_error", "none", denied.type);
+      return sendRouteAuthError(res, denied, requestId);
+    }
+    const read = signed
+      ? signed.body.length > this.maxBodyBytes
+        ? ({ tooLarge: true } as const)
+        : { tooLarge: false as const, body: signed.body }
+      : await readRequestBody(req, this.maxBodyBytes);
     if (read.tooLarge) {
       record("client_error", "none", "RequestTooLarge");
       return sendJson(res, 413, { message: "Request Entity Too Large" }, requestId);

@@ -8,6 +8,7 @@ import type { FunctionRegistry } from "./function-registry.js";
 import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import { readRequestBody } from "./request-body-reader.js";
+import type { AuthenticatedRequest } from "./sigv4-auth.js";
 
 /** Limits of the Invoke API. */
 export interface InvokeApiLimits {
@@ -33,6 +34,11 @@ const INVOCATION_TYPES = new Set(["RequestResponse", "Event", "DryRun"]);
  *   TooManyRequestsException, ResourceConflictException, ServiceException.
  *
  * FunctionName forms: see {@link resolveFunctionName}.
+ *
+ * With gateway auth on, each call comes with its verified caller (`signed`, whose
+ * body was read to check the signature) and is refused with AccessDeniedException
+ * before the function is looked up when the caller's key does not cover the
+ * function's namespace (so a key cannot learn which functions exist elsewhere).
  */
 export class InvokeApiHandler {
   constructor(
@@ -51,6 +57,7 @@ export class InvokeApiHandler {
     res: ServerResponse,
     rawFunctionName: string,
     query: URLSearchParams,
+    signed?: AuthenticatedRequest,
   ): Promise<void> {
     const started = performance.now();
     const requestId = randomUUID();
@@ -85,12 +92,22 @@ export class InvokeApiHandler {
       }
       const key = this.resolve(rawFunctionName, query);
       fnLabel = `${key.namespace}/${key.name}`;
+      const denied = signed?.authorize(
+        key.namespace,
+        "lambda:InvokeFunction",
+        functionArn(key, signed.caller.region),
+      );
+      if (denied) throw denied;
       const fn = this.registry.get(key.namespace, key.name);
       if (!fn)
         throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
 
       const limit = type === "Event" ? this.limits.maxAsyncPayloadBytes : this.limits.maxSyncPayloadBytes;
-      const read = await readRequestBody(req, limit);
+      const read = signed
+        ? signed.body.length > limit
+          ? ({ tooLarge: true } as const)
+          : { tooLarge: false as const, body: signed.body }
+        : await readRequestBody(req, limit);
       if (read.tooLarge) {
         throw new LambdaApiError(
           "RequestTooLargeException",
@@ -157,10 +174,21 @@ export class InvokeApiHandler {
   }
 
   /** GetFunction, minimal: the configuration fields ESB knows. */
-  getFunction(res: ServerResponse, rawFunctionName: string, query: URLSearchParams): void {
+  getFunction(
+    res: ServerResponse,
+    rawFunctionName: string,
+    query: URLSearchParams,
+    signed?: AuthenticatedRequest,
+  ): void {
     const requestId = randomUUID();
     try {
       const key = this.resolve(rawFunctionName, query);
+      const denied = signed?.authorize(
+        key.namespace,
+        "lambda:GetFunction",
+        functionArn(key, signed.caller.region),
+      );
+      if (denied) throw denied;
       const fn = this.registry.get(key.namespace, key.name);
       if (!fn)
         throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);

@@ -36,6 +36,12 @@ Environment:
   GATEWAY_EVENT_QUEUE_SIZE    queued Event invocations before 429 (default 1000)
   GATEWAY_EVENT_CONCURRENCY   Event invocations run at once (default 8)
   GATEWAY_EVENT_RETRY_DELAYS_MS  delays before the 2 retries (default 1000,2000)
+  GATEWAY_CREDENTIALS_FILE    YAML/JSON file of access keys (accessKeyId, secretAccessKey,
+                              namespaces); set: callers must sign with AWS SigV4 and may
+                              only invoke their keys' namespaces (default: unset, no auth)
+  GATEWAY_AUTH_SCOPE          what must be signed: invokeApi (the Lambda API, default) or
+                              all (HTTP routes too, signed for service execute-api)
+  GATEWAY_CREDENTIALS_RELOAD_MS  how often the credentials file is re-read (default 5000)
   ESB_LOG_LEVEL               pino level (default info)
 `;
 
