@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger } from "@esb/common";
 import { parseDestinations } from "@esb/agent/network/worker-firewall";
+import { parseCredentials } from "@esb/gateway/sigv4-credentials";
 import { invokeFunction } from "./invoke-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
 
@@ -64,6 +65,17 @@ export function buildProgram(): Command {
       workerDestination,
       [] as string[],
     )
+    .addOption(
+      new Option(
+        "--credentials <file>",
+        "YAML/JSON file of access keys callers sign with (AWS SigV4), each scoped to namespaces (default: no auth)",
+      ).env("ESB_GATEWAY_CREDENTIALS"),
+    )
+    .addOption(
+      new Option("--auth-scope <scope>", "with --credentials: what must be signed (all: HTTP routes too)")
+        .choices(["invokeApi", "all"])
+        .default("invokeApi"),
+    )
     .action(
       async (opts: {
         functions: string;
@@ -76,9 +88,22 @@ export function buildProgram(): Command {
         subnet: string;
         workerEgress: "allow" | "deny";
         workerAllow: string[];
+        credentials?: string;
+        authScope: "invokeApi" | "all";
       }) => {
         const logger = createLogger("esb");
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
+        if (opts.credentials) {
+          // Checked before anything starts: a typo should not cost a containerd start-up.
+          try {
+            parseCredentials(readFileSync(opts.credentials, "utf8"), opts.credentials);
+          } catch (err) {
+            process.stderr.write(`esb up: --credentials: ${(err as Error).message}\n`);
+            process.exit(2);
+          }
+          if (statSync(opts.credentials).mode & 0o077)
+            progress(`warning: ${opts.credentials} holds secrets but others may read it (chmod 600)`);
+        }
         const stack = new StandaloneStack({
           functionsDir: opts.functions,
           codeRoots: opts.codeRoot,
@@ -90,6 +115,8 @@ export function buildProgram(): Command {
           subnet: opts.subnet,
           workerEgress: opts.workerEgress,
           workerAllowedDestinations: opts.workerAllow,
+          credentialsFile: opts.credentials,
+          authScope: opts.authScope,
           logger,
           progress,
         });
@@ -128,8 +155,15 @@ export function buildProgram(): Command {
         // Each message already names its file.
         for (const errors of invalid.values()) progress(`  invalid manifest skipped: ${errors.join("; ")}`);
         const example = functions.find((f) => f.ready)?.name ?? "<name>";
+        if (!opts.credentials && !["127.0.0.1", "localhost", "::1"].includes(opts.host))
+          progress(
+            `warning: anyone who reaches ${opts.host}:${opts.port} can invoke every function (see --credentials)`,
+          );
         progress(
-          `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,
+          opts.credentials
+            ? `ESB is up. Try (with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of a key in ${opts.credentials}): ` +
+                `aws lambda invoke --endpoint-url ${stack.gatewayUrl} --function-name ${example} out.json   (Ctrl-C stops)`
+            : `ESB is up. Try: curl -s -XPOST ${stack.gatewayUrl}/2015-03-31/functions/${example}/invocations -d '{}'   (Ctrl-C stops)`,
         );
       },
     );

@@ -33,6 +33,13 @@ export interface StandaloneOptions {
   workerEgress?: "allow" | "deny";
   /** `ipv4[/prefix][:port]` destinations workers may reach although private (default none). */
   workerAllowedDestinations?: string[];
+  /**
+   * Credentials file of the gateway's callers (see docs/gateway-auth.md): set,
+   * the gateway verifies AWS SigV4 signatures and scopes keys to namespaces.
+   */
+  credentialsFile?: string;
+  /** What must be signed when credentialsFile is set: the Lambda API (default) or all routes too. */
+  authScope?: "invokeApi" | "all";
   logger: Logger;
   /** Progress lines for the user (start-up steps). */
   progress: (line: string) => void;
@@ -116,6 +123,8 @@ export class StandaloneStack {
         AGENT_URLS: agentUrl,
         FUNCTIONS_DIR: this.options.functionsDir,
         HOSTNAME: hostname(),
+        GATEWAY_CREDENTIALS_FILE: this.options.credentialsFile && resolve(this.options.credentialsFile),
+        GATEWAY_AUTH_SCOPE: this.options.credentialsFile ? this.options.authScope : undefined,
       });
       this.gateway = new GatewayServer({
         config: gatewayConfig,
@@ -125,7 +134,12 @@ export class StandaloneStack {
         logger: logger.child({ component: "gateway" }),
       });
       this.gatewayPort = await this.gateway.start();
-      progress(`gateway listening on ${this.gatewayUrl}`);
+      progress(
+        `gateway listening on ${this.gatewayUrl}` +
+          (gatewayConfig.credentialsFile
+            ? ` (AWS SigV4 required: ${gatewayConfig.authScope === "all" ? "every path" : "Lambda API"})`
+            : ""),
+      );
 
       this.source = new FolderFunctionSource(this.options.functionsDir, {
         defaultNamespace: gatewayConfig.namespace,
