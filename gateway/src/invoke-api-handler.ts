@@ -91,13 +91,14 @@ export class InvokeApiHandler {
         );
       }
       const key = this.resolve(rawFunctionName, query);
-      fnLabel = `${key.namespace}/${key.name}`;
       const denied = signed?.authorize(
         key.namespace,
         "lambda:InvokeFunction",
         functionArn(key, signed.caller.region),
       );
+      // Recorded under the raw name (one "(unresolved)" series): a denied caller chooses any name.
       if (denied) throw denied;
+      fnLabel = `${key.namespace}/${key.name}`;
       const fn = this.registry.get(key.namespace, key.name);
       if (!fn)
         throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);

@@ -275,6 +275,8 @@ describe("SigV4 without the SDK", () => {
     expect(metrics).toMatch(/esb_gateway_auth_failures_total\{api="invoke",reason="bad_signature"\} [1-9]/);
     expect(metrics).toMatch(/esb_gateway_auth_failures_total\{api="invoke",reason="access_denied"\} [1-9]/);
     expect(metrics).not.toContain(ADMIN.secretAccessKey);
+    // A denied caller chose that name: no series of its own (labels stay bounded).
+    expect(metrics).not.toContain('function="default/no-such-function"');
   });
 
   it("HTTP routes stay open with scope invokeApi", async () => {
