@@ -1,3 +1,4 @@
 export * from "./lambda-function.js";
 export * from "./logger.js";
 export * from "./lambda-function-validation.js";
+export * from "./route-table.js";

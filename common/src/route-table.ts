@@ -1,5 +1,10 @@
-import type { LambdaFunction } from "@esb/common";
-import type { FunctionKey } from "./function-name.js";
+import type { LambdaFunction } from "./lambda-function.js";
+
+/** A function by namespace and name. */
+export interface FunctionKey {
+  namespace: string;
+  name: string;
+}
 
 /** One HTTP route of one function. */
 export interface RouteEntry {
@@ -24,11 +29,27 @@ export interface RouteMatch {
   pathParameters?: Record<string, string>;
 }
 
-/** Two functions declaring the same route; the first (by namespace/name order) serves it. */
-export interface RouteConflict {
+/**
+ * A route that is not served: another function declared the same method and
+ * path first (`RouteConflict`), or its namespace is not one whose routes the
+ * gateway serves (`NamespaceNotServed`).
+ */
+export interface RefusedRoute {
   routeKey: string;
-  servedBy: FunctionKey;
-  shadowed: FunctionKey;
+  function: FunctionKey;
+  reason: "RouteConflict" | "NamespaceNotServed";
+  /** The function serving the route instead (RouteConflict). */
+  servedBy?: FunctionKey;
+}
+
+/** Options of {@link RouteTable}. */
+export interface RouteTableOptions {
+  /**
+   * Namespaces whose functions' routes are served, or `"*"` for every
+   * namespace (they then share one path space). Default `"*"`; the gateway and
+   * controller pass their configured list (default: the gateway's namespace).
+   */
+  namespaces?: readonly string[] | "*";
 }
 
 function parseTemplate(path: string): Segment[] {
@@ -52,26 +73,27 @@ function normalizedShape(segments: Segment[]): string {
 /**
  * The HTTP routes of all functions, matched the way API Gateway HTTP APIs do:
  * the most specific path wins (more literal segments before parameters, a greedy
- * `{proxy+}` last) and an explicit method wins over `ANY`. When two functions
- * declare the same method and path shape, the function first in namespace/name
- * order serves it and the clash is listed in {@link conflicts}.
+ * `{proxy+}` last) and an explicit method wins over `ANY`. Only functions of the
+ * served namespaces get routes. When two functions declare the same method and
+ * path shape, the older one (creationTimestamp, then namespace/name) keeps it,
+ * so a new function cannot take a path that another already serves; the clash
+ * is listed in {@link refused}. The gateway serves this table and the
+ * controller reports {@link refusalsOf} in each function's status.
  */
 export class RouteTable {
   /** Routes in matching-precedence order. */
   readonly routes: RouteEntry[] = [];
-  /** Routes that were not installed because another function declared them first. */
-  readonly conflicts: RouteConflict[] = [];
+  /** Routes that are not served, and why. */
+  readonly refused: RefusedRoute[] = [];
 
-  constructor(functions: LambdaFunction[]) {
-    const sorted = [...functions].sort((a, b) =>
-      `${a.metadata.namespace ?? ""}/${a.metadata.name}`.localeCompare(
-        `${b.metadata.namespace ?? ""}/${b.metadata.name}`,
-      ),
-    );
+  constructor(functions: LambdaFunction[], options: RouteTableOptions = {}) {
+    const served = options.namespaces ?? "*";
+    const sorted = [...functions].sort(olderFirst);
     const owners = new Map<string, FunctionKey>();
     for (const fn of sorted) {
       const key: FunctionKey = { namespace: fn.metadata.namespace ?? "default", name: fn.metadata.name };
       const payloadFormat = fn.spec.http?.payloadFormat === "1.0" ? "1.0" : "2.0";
+      const namespaceServed = served === "*" || served.includes(key.namespace);
       for (const route of fn.spec.http?.routes ?? []) {
         const path = route.path.startsWith("/") ? route.path : `/${route.path}`;
         const segments = parseTemplate(path);
@@ -80,9 +102,13 @@ export class RouteTable {
           const shape = `${method} ${normalizedShape(segments)}`;
           const owner = owners.get(shape);
           const routeKey = `${method} ${path}`;
+          if (!namespaceServed) {
+            this.refused.push({ routeKey, function: key, reason: "NamespaceNotServed" });
+            continue;
+          }
           if (owner) {
             if (owner.namespace !== key.namespace || owner.name !== key.name) {
-              this.conflicts.push({ routeKey, servedBy: owner, shadowed: key });
+              this.refused.push({ routeKey, function: key, reason: "RouteConflict", servedBy: owner });
             }
             continue;
           }
@@ -92,6 +118,16 @@ export class RouteTable {
       }
     }
     this.routes.sort((a, b) => compareSpecificity(a, b));
+  }
+
+  /** Refused routes that were declared by two functions (for metrics and logs). */
+  get conflicts(): RefusedRoute[] {
+    return this.refused.filter((r) => r.reason === "RouteConflict");
+  }
+
+  /** The refused routes of one function (empty: all its routes are served). */
+  refusalsOf(fn: FunctionKey): RefusedRoute[] {
+    return this.refused.filter((r) => r.function.namespace === fn.namespace && r.function.name === fn.name);
   }
 
   /** Finds the route serving `method` `path` (path without query string), if any. */
@@ -106,6 +142,16 @@ export class RouteTable {
     }
     return undefined;
   }
+}
+
+/** Older functions first (creationTimestamp; folder functions have none and come first), then namespace/name. */
+function olderFirst(a: LambdaFunction, b: LambdaFunction): number {
+  const ta = a.metadata.creationTimestamp ?? "";
+  const tb = b.metadata.creationTimestamp ?? "";
+  if (ta !== tb) return Date.parse(ta || "1970-01-01T00:00:00Z") - Date.parse(tb || "1970-01-01T00:00:00Z");
+  return `${a.metadata.namespace ?? ""}/${a.metadata.name}`.localeCompare(
+    `${b.metadata.namespace ?? ""}/${b.metadata.name}`,
+  );
 }
 
 function decode(part: string): string {
@@ -153,4 +199,27 @@ function compareSpecificity(a: RouteEntry, b: RouteEntry): number {
 function rank(s: Segment | undefined): number {
   if (!s) return 1.5;
   return s.kind === "static" ? 0 : s.kind === "param" ? 1 : 2;
+}
+
+/**
+ * Reads the namespaces whose routes are served from a setting (the gateway's
+ * and controller's `GATEWAY_ROUTE_NAMESPACES`): comma-separated names, or `*`
+ * for every namespace; empty or unset means `gatewayNamespace` alone. Throws
+ * on a name that is not a Kubernetes namespace name.
+ */
+export function parseRouteNamespaces(
+  value: string | undefined,
+  gatewayNamespace: string,
+): readonly string[] | "*" {
+  const v = (value ?? "").trim();
+  if (v === "*") return "*";
+  const list = v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const ns of list) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns))
+      throw new Error(`GATEWAY_ROUTE_NAMESPACES: "${ns}" is not a namespace name (or use * for all)`);
+  }
+  return list.length ? list : [gatewayNamespace];
 }

@@ -1,3 +1,4 @@
+import { parseRouteNamespaces } from "@esb/common";
 /** Settings of the controller, from the environment (see {@link loadControllerConfig}). */
 export interface ControllerConfig {
   /** Namespace to watch; empty means all namespaces. */
@@ -14,6 +15,8 @@ export interface ControllerConfig {
   gatewayUrl: string;
   /** Namespace whose functions the gateway resolves by bare name. */
   gatewayNamespace: string;
+  /** Namespaces whose HTTP routes the gateway serves (`GATEWAY_ROUTE_NAMESPACES`, `*` = all; default: gatewayNamespace). */
+  routeNamespaces: readonly string[] | "*";
   /** Folder of LambdaFunction manifests; set means standalone mode (no Kubernetes). */
   functionsDir: string;
   /** Whether to take part in leader election (Kubernetes mode). */
@@ -58,7 +61,7 @@ function int(name: string, v: string | undefined, dflt: number): number {
  * Reads the controller configuration from environment variables:
  * WATCH_NAMESPACE, AGENT_SELECTOR (default `app.kubernetes.io/name=esb-agent`),
  * AGENT_NAMESPACE, AGENT_PORT (50051), AGENT_URLS (comma-separated), GATEWAY_URL,
- * AGENT_TOKEN_FILE (the bearer token for agents, e.g. a projected ServiceAccount
+ * GATEWAY_ROUTE_NAMESPACES (as the gateway's: whose HTTP routes are served), AGENT_TOKEN_FILE (the bearer token for agents, e.g. a projected ServiceAccount
  * token), GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION (true), LEASE_NAME,
  * LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080), HEALTH_PORT (8081),
  * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300), ORPHAN_GRACE_SECONDS (60),
@@ -79,6 +82,7 @@ export function loadControllerConfig(env: NodeJS.ProcessEnv = process.env): Cont
     agentTokenFile: env.AGENT_TOKEN_FILE?.trim() ?? "",
     gatewayUrl: (env.GATEWAY_URL || "http://esb-gateway:9000").replace(/\/+$/, ""),
     gatewayNamespace: env.GATEWAY_NAMESPACE || "default",
+    routeNamespaces: parseRouteNamespaces(env.GATEWAY_ROUTE_NAMESPACES, env.GATEWAY_NAMESPACE || "default"),
     functionsDir: env.FUNCTIONS_DIR ?? "",
     leaderElection: bool(env.LEADER_ELECTION, true),
     leaseName: env.LEASE_NAME || "esb-controller",

@@ -17,6 +17,8 @@ export interface ControllerOptions {
   agents: AgentDirectory;
   gatewayUrl: string;
   gatewayNamespace?: string;
+  /** Namespaces whose HTTP routes the gateway serves (RoutesAccepted condition); default: the gateway namespace. */
+  routeNamespaces?: readonly string[] | "*";
   /** Every function is reconciled again after this long. Default 30 s. */
   resyncMs?: number;
   /** Leader election (Kubernetes). Absent: this controller always reconciles. */
@@ -67,6 +69,7 @@ export class Controller {
       agents: options.agents,
       gatewayUrl: options.gatewayUrl,
       gatewayNamespace: options.gatewayNamespace,
+      routeNamespaces: options.routeNamespaces,
       agentToken: options.agentToken,
       ...(options.orphanCollection && options.orphanCollection.graceMs !== undefined
         ? { orphanGraceMs: options.orphanCollection.graceMs }

@@ -53,6 +53,8 @@ describe("LambdaFunctionReconciler against the real kube-apiserver", () => {
       agents: new StaticAgentDirectory([agent.url]),
       gatewayUrl: "http://gateway.test:9000",
       gatewayNamespace: "default",
+      // The gateway serves this namespace's HTTP routes (RoutesAccepted is reported against it).
+      routeNamespaces: [namespace],
       baseRetryDelayMs: 100,
       maxRetryDelayMs: 1000,
       reconciler: { waitPollMs: 300 },
@@ -132,6 +134,52 @@ describe("LambdaFunctionReconciler against the real kube-apiserver", () => {
     expect(spec.memorySizeMb).toBe(512);
     expect(spec.generation).toBe(2n);
     expect(fn.status?.revision).toBe(spec.revision);
+  });
+
+  it("reports RoutesAccepted: a later function cannot take a route another already serves", async () => {
+    const create = (name: string) =>
+      api.createNamespacedCustomObject({
+        group,
+        version,
+        namespace,
+        plural,
+        body: {
+          apiVersion: "esb.dev/v1alpha1",
+          kind: "LambdaFunction",
+          metadata: { name },
+          spec: {
+            runtime: "nodejs22.x",
+            handler: "index.handler",
+            code: { inline: { "index.mjs": "export const handler = async () => 1;" } },
+            http: { routes: [{ path: "/shop/orders", methods: ["POST"] }] },
+          },
+        },
+      });
+    const routes = (fn: LambdaFunction) => fn.status?.conditions?.find((c) => c.type === "RoutesAccepted");
+    await create("routes-owner");
+    const owner = await eventually("routes-owner Ready", () => readyWith(1)("routes-owner"));
+    expect(routes(owner)).toMatchObject({ status: "True", reason: "Accepted" });
+    // Created later (creation times have whole seconds; equal times fall back to name order),
+    // and first in name order: age decides, not the name.
+    await new Promise((r) => setTimeout(r, 1100));
+    await create("routes-a-intruder");
+    const intruder = await eventually("the intruder's routes refused", async () => {
+      const fn = await get("routes-a-intruder");
+      return routes(fn)?.status === "False" ? fn : undefined;
+    });
+    expect(routes(intruder)).toMatchObject({
+      reason: "RouteConflict",
+      message: `POST /shop/orders is already served by ${namespace}/routes-owner`,
+    });
+    // Still invocable by name: only its route is refused.
+    expect(intruder.status?.conditions?.find((c) => c.type === "Ready")?.status).toBe("True");
+    await eventually("a RouteConflict event", async () => {
+      const list = await core.listNamespacedEvent({
+        namespace,
+        fieldSelector: "involvedObject.name=routes-a-intruder",
+      });
+      return list.items.some((e) => e.reason === "RouteConflict" && e.type === "Warning") ? true : undefined;
+    });
   });
 
   it("reports what the schema cannot check: code.path in Kubernetes and a missing ConfigMap", async () => {

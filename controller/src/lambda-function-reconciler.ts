@@ -15,6 +15,7 @@ import {
 import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { AgentDirectory, AgentEndpoint } from "./agent-directory.js";
 import { WORKERS_FINALIZER, functionKey, parseFunctionKey, type FunctionSource } from "./function-source.js";
+import { CONDITION_ROUTES_ACCEPTED, routesCondition } from "./route-status.js";
 import type { WorkResult } from "./work-queue.js";
 
 /** Condition types written to `status.conditions`. */
@@ -34,6 +35,11 @@ export interface LambdaFunctionReconcilerOptions {
   gatewayUrl: string;
   /** Namespace whose functions the gateway resolves by bare name. Default `default`. */
   gatewayNamespace?: string;
+  /**
+   * Namespaces whose HTTP routes the gateway serves (its GATEWAY_ROUTE_NAMESPACES),
+   * for the RoutesAccepted condition. Default: the gateway namespace alone.
+   */
+  routeNamespaces?: readonly string[] | "*";
   /** Timeout of one PrepareFunction call. Default 300 s. */
   prepareTimeoutMs?: number;
   /** Timeout of other agent calls. Default 30 s. */
@@ -626,8 +632,34 @@ export class LambdaFunctionReconciler {
     };
   }
 
+  /**
+   * Adds RoutesAccepted (decided like the gateway decides, among all known
+   * functions) to a function that declares HTTP routes, removes it from one that
+   * no longer does, and records a Warning Event when its routes become refused.
+   */
+  private async withRoutesCondition(
+    fn: LambdaFunction,
+    status: LambdaFunctionStatus,
+  ): Promise<LambdaFunctionStatus> {
+    const { source } = this.options;
+    const all = source
+      .keys()
+      .map((k) => source.get(k))
+      .filter((f): f is LambdaFunction => f !== undefined);
+    const cond = routesCondition(fn, all, {
+      namespaces: this.options.routeNamespaces ?? [this.options.gatewayNamespace ?? "default"],
+    });
+    const without = (status.conditions ?? []).filter((c) => c.type !== CONDITION_ROUTES_ACCEPTED);
+    if (!cond) return { ...status, conditions: without };
+    const before = fn.status?.conditions?.find((c) => c.type === CONDITION_ROUTES_ACCEPTED);
+    if (cond.status === "False" && (before?.status !== "False" || before.message !== cond.message))
+      await source.recordEvent(fn, "Warning", cond.reason, cond.message);
+    return { ...status, conditions: mergeConditions(status.conditions, [cond]) };
+  }
+
   /** Writes status when it differs (ignoring timestamps) and records an Event when Ready changes. */
-  private async writeStatus(fn: LambdaFunction, status: LambdaFunctionStatus): Promise<void> {
+  private async writeStatus(fn: LambdaFunction, statusIn: LambdaFunctionStatus): Promise<void> {
+    const status = await this.withRoutesCondition(fn, statusIn);
     const before = fn.status?.conditions?.find((c) => c.type === CONDITION_READY);
     const after = status.conditions?.find((c) => c.type === CONDITION_READY);
     if (after && (before?.status !== after.status || before?.reason !== after.reason)) {
@@ -680,6 +712,7 @@ export function mergeConditions(
     CONDITION_IMAGE_PREPARED,
     CONDITION_WARM_POOL_READY,
     CONDITION_WORKERS_DESTROYED,
+    CONDITION_ROUTES_ACCEPTED,
   ];
   const rank = (t: string) => (order.includes(t) ? order.indexOf(t) : order.length);
   return out.sort((a, b) => rank(a.type) - rank(b.type));

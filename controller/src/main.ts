@@ -143,6 +143,7 @@ async function main(argv: string[]): Promise<void> {
     agents,
     gatewayUrl: config.gatewayUrl,
     gatewayNamespace: config.gatewayNamespace,
+    routeNamespaces: config.routeNamespaces,
     agentToken: config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined,
     resyncMs: config.resyncSeconds * 1000,
     reconciler: { prepareTimeoutMs: config.prepareTimeoutSeconds * 1000 },

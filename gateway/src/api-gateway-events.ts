@@ -3,7 +3,7 @@
  * (payload format 2.0 of HTTP APIs, or 1.0 as REST APIs send it) and the
  * function's result back into an HTTP response, following AWS's documented rules.
  */
-import type { RouteMatch } from "./route-table.js";
+import type { RouteMatch } from "@esb/common";
 
 /** The parts of an HTTP request that go into a proxy event. */
 export interface ProxyRequest {

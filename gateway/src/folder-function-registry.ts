@@ -24,7 +24,7 @@ export class FolderFunctionRegistry extends FunctionCatalog {
     logger: Logger,
     onRouteConflicts?: (count: number) => void,
   ) {
-    super(logger, onRouteConflicts);
+    super(logger, onRouteConflicts, [defaultNamespace]);
   }
 
   async start(): Promise<void> {

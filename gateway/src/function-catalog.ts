@@ -1,6 +1,6 @@
 import type { LambdaFunction, Logger } from "@esb/common";
 import type { FunctionRegistry } from "./function-registry.js";
-import { RouteTable } from "./route-table.js";
+import { RouteTable } from "@esb/common";
 
 /**
  * The in-memory index of LambdaFunctions shared by the registry implementations:
@@ -18,7 +18,15 @@ export abstract class FunctionCatalog implements FunctionRegistry {
     protected readonly logger: Logger,
     /** Called with the number of route conflicts each time the route table is rebuilt. */
     private readonly onRouteConflicts: (count: number) => void = () => {},
+    /** Namespaces whose routes are served until {@link serveRoutesOf} says otherwise. */
+    private routeNamespaces: readonly string[] | "*" = "*",
   ) {}
+
+  serveRoutesOf(namespaces: readonly string[] | "*"): void {
+    this.routeNamespaces = namespaces;
+    this.routeTable = undefined;
+    this.routes();
+  }
 
   abstract start(): Promise<void>;
   abstract stop(): Promise<void>;
@@ -37,15 +45,15 @@ export abstract class FunctionCatalog implements FunctionRegistry {
 
   routes(): RouteTable {
     if (!this.routeTable) {
-      this.routeTable = new RouteTable(this.list());
+      this.routeTable = new RouteTable(this.list(), { namespaces: this.routeNamespaces });
       for (const c of this.routeTable.conflicts) {
         this.logger.warn(
           {
             routeKey: c.routeKey,
-            servedBy: `${c.servedBy.namespace}/${c.servedBy.name}`,
-            shadowed: `${c.shadowed.namespace}/${c.shadowed.name}`,
+            servedBy: `${c.servedBy?.namespace}/${c.servedBy?.name}`,
+            shadowed: `${c.function.namespace}/${c.function.name}`,
           },
-          "route conflict: the route is declared by two functions; the first in namespace/name order serves it",
+          "route conflict: the route is declared by two functions; the older one serves it",
         );
       }
       this.onRouteConflicts(this.routeTable.conflicts.length);

@@ -1,10 +1,9 @@
 import { LambdaApiError } from "./lambda-api-error.js";
 
-/** A LambdaFunction, identified by Kubernetes namespace and name. */
-export interface FunctionKey {
-  namespace: string;
-  name: string;
-}
+import type { FunctionKey } from "@esb/common";
+
+/** A LambdaFunction, identified by Kubernetes namespace and name (defined with the route table). */
+export type { FunctionKey };
 
 const K8S_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 const K8S_NAMESPACE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;

@@ -1,5 +1,4 @@
-import type { LambdaFunction } from "@esb/common";
-import type { RouteTable } from "./route-table.js";
+import type { LambdaFunction, RouteTable } from "@esb/common";
 
 /**
  * Where the gateway learns which LambdaFunctions exist: the Kubernetes API
@@ -17,8 +16,13 @@ export interface FunctionRegistry {
   get(namespace: string, name: string): LambdaFunction | undefined;
   /** All known functions. */
   list(): LambdaFunction[];
-  /** The HTTP routes of all functions (rebuilt when functions change). */
+  /** The HTTP routes of the served namespaces' functions (rebuilt when functions change). */
   routes(): RouteTable;
+  /**
+   * Chooses the namespaces whose functions' HTTP routes are served, or `"*"`
+   * for all (one shared path space). Default: the registry's default namespace.
+   */
+  serveRoutesOf(namespaces: readonly string[] | "*"): void;
   /** Calls `listener` after every change; returns a function that unsubscribes. */
   onChange(listener: () => void): () => void;
 }

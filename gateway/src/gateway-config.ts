@@ -1,3 +1,4 @@
+import { parseRouteNamespaces } from "@esb/common";
 /**
  * Gateway settings, read from the environment and validated once at start-up.
  * Every setting has a default that works on one machine (`esb up`).
@@ -9,6 +10,12 @@ export interface GatewayConfig {
   host: string;
   /** Namespace that bare function names resolve in (`GATEWAY_NAMESPACE`, default `default`). */
   namespace: string;
+  /**
+   * Namespaces whose functions' HTTP routes are served (`GATEWAY_ROUTE_NAMESPACES`,
+   * comma-separated, `*` = all sharing one path space; default: {@link namespace}),
+   * so that a function in another namespace cannot take a path.
+   */
+  routeNamespaces: readonly string[] | "*";
   /**
    * File holding this gateway's bearer token for agents, re-read when it changes
    * (`AGENT_TOKEN_FILE`; in Kubernetes a projected ServiceAccount token). Empty: none.
@@ -76,6 +83,14 @@ function list(raw: string | undefined): string[] {
     .filter((s) => s.length > 0);
 }
 
+function routeNamespaces(value: string | undefined, namespace: string): readonly string[] | "*" {
+  try {
+    return parseRouteNamespaces(value, namespace);
+  } catch (err) {
+    throw new GatewayConfigError((err as Error).message, { cause: err });
+  }
+}
+
 /**
  * Reads {@link GatewayConfig} from `env`. Throws {@link GatewayConfigError} on a
  * malformed value (bad number, bad URL, no agent source).
@@ -125,6 +140,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     port: integer(env, "GATEWAY_PORT", 9000, 0, 65535),
     host: env.GATEWAY_HOST?.trim() || "0.0.0.0",
     namespace,
+    routeNamespaces: routeNamespaces(env.GATEWAY_ROUTE_NAMESPACES, namespace),
     agentUrls,
     agentTokenFile: env.AGENT_TOKEN_FILE?.trim() ?? "",
     agentSelector,

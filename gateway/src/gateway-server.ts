@@ -69,6 +69,7 @@ export class GatewayServer {
     const { config, registry, discovery, logger } = options;
     this.config = config;
     this.registry = registry;
+    registry.serveRoutesOf(config.routeNamespaces);
     this.logger = logger;
     this.metrics = options.metrics ?? new GatewayMetrics();
     this.agents = new AgentClientPool(

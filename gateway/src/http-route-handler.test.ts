@@ -27,6 +27,18 @@ beforeAll(async () => {
         "zz-shadowed",
         ["  http:", "    routes:", "      - path: /items/{key}", "        methods: [GET]"].join("\n"),
       ),
+      // Another namespace tries to take a path and a more specific one: its routes are not served.
+      testFunctionManifest(
+        "hijack",
+        [
+          "  http:",
+          "    routes:",
+          "      - path: /admin",
+          "      - path: /items/special",
+          "        methods: [GET]",
+        ].join("\n"),
+        "intruder",
+      ),
     ].join("\n---\n"),
   );
 });
@@ -39,6 +51,18 @@ afterAll(async () => {
 type Event = Record<string, any>;
 
 describe("HTTP routes", () => {
+  it("serves routes of the gateway's namespace only: another namespace cannot take a path", async () => {
+    expect((await fetch(`${harness.endpoint}/admin`)).status).toBe(404);
+    const res = await fetch(`${harness.endpoint}/items/special`);
+    expect(((await res.json()) as Event).routeKey).toBe("GET /items/{id}");
+    // The function itself is still invocable by namespace/name; only its routes are refused.
+    const invoked = await fetch(`${harness.endpoint}/2015-03-31/functions/intruder%2Fhijack/invocations`, {
+      method: "POST",
+      body: "{}",
+    });
+    expect(invoked.status).toBe(200);
+  });
+
   it("payload 2.0: headers, cookies, query, path parameters, requestContext; response headers and cookies", async () => {
     const res = await fetch(`${harness.endpoint}/items/42?color=red&color=blue&size=L`, {
       headers: { "X-Custom": "v", cookie: "a=1; b=2" },

@@ -17,7 +17,6 @@ export * from "./kubernetes-agent-discovery.js";
 export * from "./kubernetes-function-registry.js";
 export * from "./lambda-api-error.js";
 export * from "./request-body-reader.js";
-export * from "./route-table.js";
 export * from "./static-agent-discovery.js";
 export * from "./worker-broker.js";
 export * from "./worker-http-client.js";

@@ -36,7 +36,7 @@ export class KubernetesFunctionRegistry extends FunctionCatalog {
     onRouteConflicts?: (count: number) => void,
     private readonly restartDelayMs = 2000,
   ) {
-    super(logger, onRouteConflicts);
+    super(logger, onRouteConflicts, [defaultNamespace]);
   }
 
   async start(): Promise<void> {
