@@ -348,7 +348,11 @@ export interface ComponentImage extends WrittenImage {
 const IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Host programs preferred over the plain name: iptables with the nf_tables backend, as current distributions and kube-proxy use. */
-const HOST_PROGRAM_CANDIDATES: Record<string, string[]> = { iptables: ["iptables-nft", "iptables"] };
+const HOST_PROGRAM_CANDIDATES: Record<string, string[]> = {
+  iptables: ["iptables-nft", "iptables"],
+  "iptables-restore": ["iptables-nft-restore", "iptables-restore"],
+  "ip6tables-restore": ["ip6tables-nft-restore", "ip6tables-restore"],
+};
 
 /** Where host programs are looked for. */
 const HOST_PROGRAM_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];

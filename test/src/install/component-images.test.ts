@@ -384,6 +384,23 @@ const PROGRAM_PROBES: Record<string, { script: string; expect: RegExp }> = {
     expect: /\(nf_tables\)[\s\S]*-A ESB-PROBE ! -d 224\.0\.0\.0\/4 -j MASQUERADE[\s\S]*^rules=0$/m,
   },
   mkfifo: { script: "mkfifo -m 600 /tmp/esb-probe && stat -c '%F %a' /tmp/esb-probe", expect: /^fifo 600$/m },
+  // What network/worker-firewall.ts runs: rules restored inside a worker's namespace, read back there
+  // (the image has no ip6tables; its iptables is the multi-call xtables binary, which answers to that name).
+  nsenter: {
+    script:
+      "touch /run/esb-probe-ns && unshare --net=/run/esb-probe-ns true && nsenter --net=/run/esb-probe-ns ip -o link show lo && umount /run/esb-probe-ns",
+    expect: /lo: <LOOPBACK>/,
+  },
+  "iptables-restore": {
+    script:
+      "touch /run/esb-probe-ns && unshare --net=/run/esb-probe-ns true && printf '*filter\\n:OUTPUT DROP [0:0]\\n-A OUTPUT -o lo -j ACCEPT\\n-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\\n-A OUTPUT -d 10.0.0.0/8 -j REJECT --reject-with icmp-admin-prohibited\\nCOMMIT\\n' | nsenter --net=/run/esb-probe-ns iptables-restore -w 5 && nsenter --net=/run/esb-probe-ns iptables -S OUTPUT",
+    expect: /-A OUTPUT -d 10\.0\.0\.0\/8 -j REJECT --reject-with icmp-admin-prohibited/,
+  },
+  "ip6tables-restore": {
+    script:
+      "touch /run/esb-probe-ns && unshare --net=/run/esb-probe-ns true && printf '*filter\\n:OUTPUT DROP [0:0]\\n-A OUTPUT -o lo -j ACCEPT\\n-A OUTPUT -j REJECT --reject-with icmp6-adm-prohibited\\nCOMMIT\\n' | nsenter --net=/run/esb-probe-ns ip6tables-restore -w 5 && ln -s \"$(command -v iptables)\" /tmp/ip6tables && nsenter --net=/run/esb-probe-ns /tmp/ip6tables -S OUTPUT",
+    expect: /-A OUTPUT -j REJECT --reject-with icmp6-adm-prohibited/,
+  },
 };
 
 /**
