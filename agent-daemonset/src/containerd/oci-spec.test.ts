@@ -1,7 +1,8 @@
 import { describe, it, expect } from "@jest/globals";
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
 import { cpuSharesFor } from "../runtime/worker-resources.js";
-import { buildWorkerSpec, parseUser } from "./oci-spec.js";
+import { DEFAULT_WORKER_USER } from "../sandbox/worker-user.js";
+import { buildWorkerSpec } from "./oci-spec.js";
 
 const image: PreparedImage = {
   ref: "r/x:1",
@@ -58,7 +59,8 @@ describe("buildWorkerSpec", () => {
   it("has a read-only root, a sized /tmp, read-only binds and the given netns", () => {
     expect(s.root).toEqual({ path: "rootfs", readonly: true });
     expect(s.mounts.find((m) => m.destination === "/tmp")?.options).toEqual(
-      expect.arrayContaining(["size=512m", "mode=1777"]),
+      // Owned by the worker user, so it is writable even when the image's /tmp is 0755.
+      expect.arrayContaining(["size=512m", "mode=1777", "uid=993", "gid=990"]),
     );
     expect(s.mounts.find((m) => m.destination === "/var/task")).toMatchObject({
       type: "bind",
@@ -75,10 +77,26 @@ describe("buildWorkerSpec", () => {
     expect(cpuSharesFor(1)).toBe(2);
   });
 
-  it("accepts numeric users only", () => {
-    expect(parseUser("")).toEqual({ uid: 0, gid: 0 });
-    expect(parseUser("1000")).toEqual({ uid: 1000, gid: 1000 });
-    expect(() => parseUser("sbx_user1051")).toThrow(/not numeric/);
+  it("runs an image without a User as the unprivileged sandbox user, an explicit one as given", () => {
+    const withUser = (user: string) => ({ ...image, config: { ...image.config, user } });
+    const userOf = (user: string) =>
+      buildWorkerSpec({ ...spec, image: withUser(user) }, withUser(user), {
+        netnsPath: "/n",
+        cgroupParent: "/esb",
+      }).process.user;
+    expect(userOf("")).toEqual({ uid: 993, gid: 990 });
+    expect(userOf("")).toEqual(DEFAULT_WORKER_USER);
+    expect(userOf("1000")).toEqual({ uid: 1000, gid: 1000 });
+    expect(userOf("0")).toEqual({ uid: 0, gid: 0 });
+    expect(() => userOf("sbx_user1051")).toThrow(/not numeric/);
+  });
+
+  it("applies the worker seccomp allowlist", () => {
+    expect(s.linux.seccomp).toMatchObject({ defaultAction: "SCMP_ACT_ERRNO", defaultErrnoRet: 1 });
+    expect(s.linux.seccomp.syscalls.find((r) => r.names.includes("clone3"))).toMatchObject({
+      action: "SCMP_ACT_ERRNO",
+      errnoRet: 38,
+    });
   });
 
   it("refuses a worker without a command", () => {

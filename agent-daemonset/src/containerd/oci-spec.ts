@@ -1,5 +1,7 @@
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
 import { cpuSharesFor } from "../runtime/worker-resources.js";
+import { workerSeccompProfile, type SeccompProfile } from "../sandbox/seccomp-profile.js";
+import { workerUser } from "../sandbox/worker-user.js";
 
 /** type_url containerd uses for an OCI runtime spec inside a google.protobuf.Any. */
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -38,6 +40,7 @@ export interface OciRuntimeSpec {
     namespaces: { type: string; path?: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
+    seccomp: SeccompProfile;
   };
 }
 
@@ -53,23 +56,13 @@ export interface SpecContext {
 const NOFILE = 1024;
 
 /**
- * Parses an image `User` ("uid", "uid:gid"); names cannot be resolved without
- * reading the image's /etc/passwd, so they are rejected with a clear error.
- */
-export function parseUser(user: string): { uid: number; gid: number } {
-  if (!user) return { uid: 0, gid: 0 };
-  const m = /^(\d+)(?::(\d+))?$/.exec(user.trim());
-  if (!m)
-    throw new Error(`image user "${user}" is not numeric (uid or uid:gid); ESB does not resolve user names`);
-  const uid = Number(m[1]);
-  return { uid, gid: m[2] !== undefined ? Number(m[2]) : uid };
-}
-
-/**
  * Builds the OCI runtime spec of a worker: image defaults overridden by the
  * worker spec, read-only root with a private tmpfs /tmp, memory (= swap, so no
  * swapping), CPU shares and pids limits, no capabilities, no new privileges,
- * the caller's network namespace and fresh pid/ipc/uts/mount namespaces.
+ * the worker seccomp allowlist ({@link workerSeccompProfile}), the image user or
+ * else the unprivileged sandbox user ({@link workerUser}), the caller's network
+ * namespace and fresh pid/ipc/uts/mount namespaces. No AppArmor profile: the
+ * nodes ESB is built on have no AppArmor, and the allowlist covers what it would.
  */
 export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: SpecContext): OciRuntimeSpec {
   const args = spec.args?.length ? spec.args : [...image.config.entrypoint, ...image.config.cmd];
@@ -85,11 +78,12 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
   for (const [k, v] of Object.entries(spec.env)) env.set(k, v);
   const memoryBytes = spec.memoryMb * 1024 * 1024;
   const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
+  const user = workerUser(image.config.user);
   return {
     ociVersion: "1.0.2",
     process: {
       terminal: false,
-      user: parseUser(image.config.user),
+      user,
       args,
       env: [...env].map(([k, v]) => `${k}=${v}`),
       cwd: spec.workingDir || image.config.workingDir || "/",
@@ -136,7 +130,16 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
         destination: "/tmp",
         type: "tmpfs",
         source: "tmpfs",
-        options: ["nosuid", "nodev", `size=${spec.tmpMb}m`, "mode=1777"],
+        // Owned by the worker user: runc gives a tmpfs the mode of the image's own /tmp
+        // (0755 in some images), which would leave a non-root worker without a writable /tmp.
+        options: [
+          "nosuid",
+          "nodev",
+          `size=${spec.tmpMb}m`,
+          "mode=1777",
+          `uid=${user.uid}`,
+          `gid=${user.gid}`,
+        ],
       },
       ...(spec.mounts ?? []).map((m) => ({
         destination: m.containerPath,
@@ -173,6 +176,7 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
         "/sys/firmware",
       ],
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+      seccomp: workerSeccompProfile(),
     },
   };
 }
