@@ -16,6 +16,8 @@ import {
   type WorkerStatus,
 } from "./runtime.js";
 import { cpuSharesFor } from "./worker-resources.js";
+import { engineSandboxOptions, type EngineSandboxOptions } from "../sandbox/engine-sandbox-options.js";
+import { workerUser } from "../sandbox/worker-user.js";
 
 /** Options of {@link DockerRuntime}. */
 export interface DockerRuntimeOptions {
@@ -27,6 +29,11 @@ export interface DockerRuntimeOptions {
   subnet?: string;
   /** Value of the esb.dev/owner label: only workers with it are listed. */
   owner?: string;
+  /**
+   * Podman reads a seccomp profile from a file (Docker takes the JSON itself): the
+   * folder where a new private folder holding that file is made. Default: the OS temp folder.
+   */
+  seccompProfileDir?: string;
   logger?: Logger;
 }
 
@@ -34,7 +41,10 @@ export interface DockerRuntimeOptions {
  * The fallback `Runtime`: drives a Docker engine (or Podman's Docker-compatible
  * API) with dockerode. Workers join one bridge network and are reached at their
  * IP on that network, so the data path is the same as with containerd + CNI.
- * Pause/resume use the engine's cgroup freezer (`docker pause`).
+ * Pause/resume use the engine's cgroup freezer (`docker pause`). Workers get the
+ * same sandbox as with containerd: the worker seccomp allowlist, the image user
+ * or else the unprivileged sandbox user, no capabilities, no new privileges, a
+ * read-only root and a /tmp owned by the worker user.
  */
 export class DockerRuntime implements Runtime {
   readonly name = "docker";
@@ -50,6 +60,7 @@ export class DockerRuntime implements Runtime {
   private readonly logStreams = new Map<string, Readable>();
   private events: Readable | undefined;
   private closed = false;
+  private sandbox: Promise<EngineSandboxOptions> | undefined;
 
   constructor(private readonly options: DockerRuntimeOptions = {}) {
     this.docker = new Docker({ socketPath: options.socketPath ?? "/var/run/docker.sock" });
@@ -67,6 +78,7 @@ export class DockerRuntime implements Runtime {
       );
     }
     await this.ensureNetwork();
+    await this.sandboxOptions();
     await this.subscribeEvents();
   }
 
@@ -75,6 +87,9 @@ export class DockerRuntime implements Runtime {
     this.events?.destroy();
     for (const s of this.logStreams.values()) s.destroy();
     this.logStreams.clear();
+    const sandbox = this.sandbox;
+    this.sandbox = undefined;
+    await (await sandbox?.catch(() => undefined))?.dispose();
   }
 
   async prepareImage(ref: string, onProgress?: (p: PullProgress) => void): Promise<PreparedImage> {
@@ -104,13 +119,15 @@ export class DockerRuntime implements Runtime {
     // Docker has no namespaces: the owner label is what scopes listWorkers to this agent.
     if (this.owner) labels[WORKER_LABELS.owner] = this.owner;
     const memoryBytes = spec.memoryMb * 1024 * 1024;
+    const user = workerUser(spec.image.config.user);
+    const sandbox = await this.sandboxOptions();
     const create: Docker.ContainerCreateOptions = {
       name: spec.id,
       Image: spec.image.ref,
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       Labels: labels,
       WorkingDir: spec.workingDir || spec.image.config.workingDir || undefined,
-      User: spec.image.config.user || undefined,
+      User: `${user.uid}:${user.gid}`,
       HostConfig: {
         NetworkMode: this.network,
         Memory: memoryBytes,
@@ -118,10 +135,11 @@ export class DockerRuntime implements Runtime {
         CpuShares: cpuSharesFor(spec.memoryMb),
         PidsLimit: spec.pidsLimit ?? 1024,
         ReadonlyRootfs: true,
-        Tmpfs: { "/tmp": `rw,size=${spec.tmpMb}m,mode=1777` },
+        // Owned by the worker user, as with containerd: runc gives the tmpfs the mode of the image's /tmp.
+        Tmpfs: { "/tmp": `rw,size=${spec.tmpMb}m,mode=1777,${sandbox.tmpfsOwner(user)}` },
         Binds: (spec.mounts ?? []).map((m) => `${m.hostPath}:${m.containerPath}:ro`),
         CapDrop: ["ALL"],
-        SecurityOpt: ["no-new-privileges"],
+        SecurityOpt: ["no-new-privileges", sandbox.seccompOpt],
       },
     };
     if (spec.args && spec.args.length > 0) {
@@ -215,6 +233,17 @@ export class DockerRuntime implements Runtime {
   onWorkerLog(listener: (line: WorkerLogLine) => void): () => void {
     this.logListeners.add(listener);
     return () => this.logListeners.delete(listener);
+  }
+
+  /** The engine's spelling of the worker sandbox, read once; a failed attempt is retried by the next call. */
+  private sandboxOptions(): Promise<EngineSandboxOptions> {
+    this.sandbox ??= engineSandboxOptions(this.docker, this.options.seccompProfileDir).catch(
+      (err: unknown) => {
+        this.sandbox = undefined;
+        throw this.translate(err, "read the engine version");
+      },
+    );
+    return this.sandbox;
   }
 
   private async ensureNetwork(): Promise<void> {
