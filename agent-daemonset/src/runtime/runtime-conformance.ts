@@ -1,6 +1,6 @@
 import { request } from "node:http";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
-import { TEST_WORKER_BODY } from "../testing/test-image.js";
+import { buildTestImage, pushTestImage, TEST_WORKER_BODY } from "../testing/test-image.js";
 import {
   ImageUnavailableError,
   WORKER_LABELS,
@@ -12,6 +12,23 @@ import {
   type WorkerSpec,
 } from "./runtime.js";
 
+/**
+ * Run by a worker of an image without `User`: prints what the kernel says of
+ * its sandbox, tries what the sandbox refuses (writing to /, a user namespace,
+ * a mount namespace), then does ordinary work (/tmp, a child process, a background job, a pipe).
+ */
+const SANDBOX_PROBE = `
+grep -E '^(Uid|Gid|CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status
+if touch /probe 2>/dev/null; then echo root=rw; else echo root=ro; fi
+if unshare -U true 2>/tmp/unshare.err; then echo unshare=allowed; else echo "unshare=$(cat /tmp/unshare.err)"; fi
+if unshare -m true 2>/tmp/mountns.err; then echo mountns=allowed; else echo "mountns=$(cat /tmp/mountns.err)"; fi
+echo data > /tmp/f && echo "tmp=$(cat /tmp/f)"
+echo "child=$(/bin/sh -c 'echo ok')"
+sleep 0.01 & wait $! && echo background=ok
+echo "pipe=$(echo abc | tr a-c A-C)"
+echo probe=done
+`;
+
 /** What a {@link Runtime} implementation provides to run the conformance suite. */
 export interface ConformanceFixture {
   /** The runtime under test, not yet started. */
@@ -19,7 +36,8 @@ export interface ConformanceFixture {
   /**
    * Reference of the test worker image (`buildTestImage()` from
    * src/testing/test-image.ts) that `runtime.prepareImage` can make available,
-   * e.g. pushed to the test registry.
+   * pushed to the test registry: the suite pushes variants of it to the same
+   * registry (the part of the reference before the first "/").
    */
   imageRef: string;
   /** A reference that does not exist in the same registry. */
@@ -74,8 +92,9 @@ export function httpGet(host: string, port: number, path = "/"): Promise<{ statu
 /**
  * The behaviour every {@link Runtime} must show, as a jest suite against the
  * real engine: image preparation, worker start and HTTP reachability,
- * pause/resume, logs, exits (crash, OOM kill), listing and removal. `setup`
- * builds the runtime and makes the test image available.
+ * pause/resume, logs, exits (crash, OOM kill), the worker sandbox (seccomp,
+ * user, capabilities), listing and removal. `setup` builds the runtime and
+ * makes the test image available.
  */
 export function describeRuntimeConformance(name: string, setup: () => Promise<ConformanceFixture>): void {
   describe(`Runtime conformance: ${name}`, () => {
@@ -202,6 +221,45 @@ export function describeRuntimeConformance(name: string, setup: () => Promise<Co
           "stdout:uid=1000 gid=1000",
         ]),
       );
+    });
+
+    it("sandboxes a worker: seccomp allowlist, sandbox user, no capabilities, read-only root", async () => {
+      // An image with no User and a root-owned 0755 /tmp, as images built for Docker often are.
+      const registry = fx.imageRef.slice(0, fx.imageRef.indexOf("/"));
+      const ref = await pushTestImage(
+        registry,
+        `esb-test/conformance-sandbox-${run}`,
+        "v1",
+        await buildTestImage("oci", { user: "", tmpDirMode: 0o755 }),
+      );
+      const bare = await runtime.prepareImage(ref);
+      expect(bare.config.user).toBe("");
+      const s = spec({ image: bare, args: ["/bin/sh", "-c", SANDBOX_PROBE] });
+      await runtime.startWorker(s);
+      expect(await exitOf(s.id)).toMatchObject({ exitCode: 0, oomKilled: false });
+      const out = await waitFor(
+        "probe output",
+        () => logsOf(s.id).includes("stdout:probe=done") && logsOf(s.id),
+      );
+      expect(out).toEqual(
+        expect.arrayContaining([
+          "stdout:Seccomp:\t2",
+          "stdout:NoNewPrivs:\t1",
+          "stdout:CapEff:\t0000000000000000",
+          "stdout:CapPrm:\t0000000000000000",
+          "stdout:CapBnd:\t0000000000000000",
+          "stdout:Uid:\t993\t993\t993\t993",
+          "stdout:Gid:\t990\t990\t990\t990",
+          "stdout:root=ro",
+          "stdout:tmp=data",
+          "stdout:child=ok",
+          "stdout:background=ok",
+          "stdout:pipe=ABC",
+        ]),
+      );
+      // Refused by the allowlist: creating a user namespace needs no capability, only seccomp stops it.
+      expect(out.find((l) => l.startsWith("stdout:unshare="))).toMatch(/Operation not permitted/);
+      expect(out.find((l) => l.startsWith("stdout:mountns="))).toMatch(/Operation not permitted/);
     });
 
     it("reports a crash as an exit with its code", async () => {

@@ -40,18 +40,33 @@ function digestOf(b: Buffer): string {
   return `sha256:${createHash("sha256").update(b).digest("hex")}`;
 }
 
+/** Variations of the test image's configuration. */
+export interface TestImageOptions {
+  /** The image config's `User`; "" leaves it out (as most images do). Default "1000:1000". */
+  user?: string;
+  /** Adds a root-owned /tmp with this mode (an image whose /tmp is not 1777). Default: no /tmp. */
+  tmpDirMode?: number;
+}
+
 /**
  * Builds the test worker image: a static busybox (from the host's
  * /bin/busybox, Debian busybox-static) and a script serving HTTP on :8080,
- * running as uid 1000. Two layers, gzip-compressed.
+ * running as uid 1000 unless `options` say otherwise. Two layers, gzip-compressed.
  */
-export async function buildTestImage(format: TestImageFormat = "oci"): Promise<OciTestImage> {
+export async function buildTestImage(
+  format: TestImageFormat = "oci",
+  options: TestImageOptions = {},
+): Promise<OciTestImage> {
+  const user = options.user ?? "1000:1000";
   const busybox = await readFile("/bin/busybox");
   const base = await buffer(
     tarStream([
       { type: "directory", path: "bin", mode: 0o755 },
       { type: "file", path: "bin/busybox", content: busybox, mode: 0o755 },
       { type: "symlink", path: "bin/sh", target: "busybox" },
+      ...(options.tmpDirMode !== undefined
+        ? [{ type: "directory" as const, path: "tmp", mode: options.tmpDirMode }]
+        : []),
     ]),
   );
   const app = await buffer(
@@ -83,7 +98,7 @@ export async function buildTestImage(format: TestImageFormat = "oci"): Promise<O
         Entrypoint: ["/bin/sh", "/serve.sh"],
         Env: ["PATH=/bin", "TEST_IMAGE=1"],
         WorkingDir: "/",
-        User: "1000:1000",
+        ...(user ? { User: user } : {}),
       },
       rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
     }),
