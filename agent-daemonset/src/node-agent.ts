@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, normalize, isAbsolute } from "node:path";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
@@ -334,6 +334,7 @@ export class NodeAgent {
     }
     // Unique per call: two functions with the same code may stage it at the same moment.
     const tmp = `${dir}.tmp-${randomBytes(8).toString("hex")}`;
+    const dirs = new Set<string>();
     for (const n of names) {
       const rel = normalize(n);
       if (isAbsolute(rel) || rel.startsWith("..") || rel === ".") {
@@ -343,7 +344,11 @@ export class NodeAgent {
       }
       await mkdir(dirname(join(tmp, rel)), { recursive: true });
       await writeFile(join(tmp, rel), code.files[n], { mode: codeFileMode(rel) });
+      // chmod, unlike the modes above, ignores the agent's umask: workers read /var/task as another user (993).
+      await chmod(join(tmp, rel), codeFileMode(rel));
+      for (let d = dirname(join(tmp, rel)); d.startsWith(tmp); d = dirname(d)) dirs.add(d);
     }
+    for (const d of dirs) await chmod(d, 0o755);
     await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
       await rm(tmp, { recursive: true, force: true });
       if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
