@@ -61,8 +61,9 @@ const NOFILE = 1024;
  * swapping), CPU shares and pids limits, no capabilities, no new privileges,
  * the worker seccomp allowlist ({@link workerSeccompProfile}), the image user or
  * else the unprivileged sandbox user ({@link workerUser}), the caller's network
- * namespace and fresh pid/ipc/uts/mount namespaces. No AppArmor profile: the
- * nodes ESB is built on have no AppArmor, and the allowlist covers what it would.
+ * namespace and fresh pid/ipc/uts/mount namespaces. No AppArmor profile
+ * (`process.apparmorProfile`): it must name a profile loaded on the node, and the
+ * kernels ESB is built and tested on have no AppArmor.
  */
 export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: SpecContext): OciRuntimeSpec {
   const args = spec.args?.length ? spec.args : [...image.config.entrypoint, ...image.config.cmd];
