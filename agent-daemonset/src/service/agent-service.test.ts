@@ -319,7 +319,7 @@ describe("AgentService over gRPC", () => {
   });
 
   it("stages the same code once when several functions carrying it are prepared at once", async () => {
-    const { controller, gateway } = cur!;
+    const { controller } = cur!;
     const files = { "index.mjs": new TextEncoder().encode("export const handler = async () => 1;\n") };
     const names = ["same-a", "same-b", "same-c", "same-d"];
     const results = await Promise.allSettled(
