@@ -25,6 +25,7 @@ import {
 } from "./pool/worker-pool.js";
 import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
 import type { FunctionImageResolver } from "./runtime-image-resolver.js";
+import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -152,6 +153,8 @@ export class NodeAgent {
   private readonly log: Logger;
   private readonly onPoolEvent: (event: PoolEvent) => void;
   private readonly allowCodeHostPath: boolean;
+  /** The node-derived resolv.conf bind-mounted into workers (see network/worker-resolv-conf.ts). */
+  private resolvConf: string | undefined;
   private readonly functions = new Map<string, FunctionRecord>();
   /** Serializes prepare/destroy per function. */
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -192,6 +195,7 @@ export class NodeAgent {
       for (const rec of this.functions.values()) if (rec.pool.workerExited(exit.id, reason)) return;
     });
     await mkdir(this.specDir, { recursive: true });
+    this.resolvConf = await writeWorkerResolvConf(this.stateDir);
     for (const file of await readdir(this.specDir)) {
       if (!file.endsWith(".json")) continue;
       try {
@@ -413,7 +417,10 @@ export class NodeAgent {
       workingDir: ic?.workingDirectory || (managed ? "/var/task" : undefined),
       memoryMb: spec.memorySizeMb || DEFAULTS.memoryMb,
       tmpMb: spec.ephemeralStorageMb || DEFAULTS.tmpMb,
-      mounts: rec.codeDir ? [{ hostPath: rec.codeDir, containerPath: "/var/task" }] : undefined,
+      mounts: [
+        ...(rec.codeDir ? [{ hostPath: rec.codeDir, containerPath: "/var/task" }] : []),
+        ...(this.resolvConf ? [{ hostPath: this.resolvConf, containerPath: "/etc/resolv.conf" }] : []),
+      ],
       pidsLimit: 1024,
     };
   }

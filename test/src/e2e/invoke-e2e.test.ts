@@ -4,6 +4,8 @@
 // of LambdaFunction manifests, exactly as `esb up` wires them.
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from "@aws-sdk/client-lambda";
+import { createServer, type AddressInfo } from "node:net";
+import { resolvConfNameservers } from "@esb/agent/network/worker-firewall";
 import { E2eStack, waitFor, type E2eFunction } from "./e2e-stack.js";
 
 /** One handler for every scenario; the event says what to do. */
@@ -51,6 +53,28 @@ await new Promise((r) => setTimeout(r, 4000));
 export const handler = async (event) => ({ initialised: true, event });
 `;
 
+// Probes its own sandbox from the inside and tries the connections the test names.
+const SANDBOX_PROBE_CODE = `
+import { readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+const attempt = (host, port) => new Promise((resolve) => {
+  const s = connect({ host, port, timeout: 3000 });
+  s.once("connect", () => { s.destroy(); resolve("connected"); });
+  s.once("timeout", () => { s.destroy(); resolve("timeout"); });
+  s.once("error", (e) => resolve(e.code));
+});
+const tryWrite = (path) => { try { writeFileSync(path, "x"); return "written"; } catch (e) { return e.code; } };
+export const handler = async (event) => {
+  const status = Object.fromEntries(readFileSync("/proc/self/status", "utf8").split("\\n")
+    .map((l) => l.split(":\\t")).filter((p) => p.length === 2));
+  const connects = {};
+  for (const t of event.targets) connects[t.name] = await attempt(t.host, t.port);
+  let resolvConf;
+  try { resolvConf = readFileSync("/etc/resolv.conf", "utf8"); } catch (e) { resolvConf = e.code; }
+  return { status, writes: { root: tryWrite("/probe"), task: tryWrite("/var/task/probe"), tmp: tryWrite("/tmp/probe") }, connects, resolvConf };
+};
+`;
+
 const node = (extra: Partial<E2eFunction["spec"]> = {}): E2eFunction["spec"] => ({
   runtime: "nodejs24.x",
   handler: "index.handler",
@@ -74,6 +98,15 @@ const FUNCTIONS: E2eFunction[] = [
   { name: "hog", spec: node({ memorySize: 128 }) },
   { name: "single", spec: node({ reservedConcurrency: 1, timeout: 30 }) },
   { name: "wide", spec: node({ timeout: 60 }) },
+  {
+    name: "probe",
+    spec: {
+      runtime: "nodejs24.x",
+      handler: "index.handler",
+      timeout: 30,
+      code: { inline: { "index.mjs": SANDBOX_PROBE_CODE } },
+    },
+  },
   {
     name: "shell",
     spec: {
@@ -281,6 +314,54 @@ describe("invoke end to end (SDK → gateway → agent → containerd worker)", 
     expect(await res.json()).toEqual({ name: "alice", method: "POST", q: { x: "1" }, body: "hi" });
     const none = await fetch(`${stack.endpoint}/nowhere`, { signal: AbortSignal.timeout(10_000) });
     expect(none.status).toBe(404);
+  });
+
+  it("runs a function sandboxed: seccomp, no capabilities, not root, read-only root and code; it reaches no other worker, nor the node, nor the agent", async () => {
+    // Another function's worker, and a port on the node's side of the bridge that the node itself reaches.
+    await invoke(lambda, "echo", { n: "neighbour" });
+    const neighbour = stack.agent.agent.listWorkers({ namespace: "default", name: "echo" })[0];
+    const [workerHost, workerPort] = neighbour.address.split(":");
+    const bridgeIp = stack.subnet.replace(/\.0\/24$/, ".1");
+    const server = createServer((s) => s.end("node\n"));
+    await new Promise<void>((r) => server.listen(0, bridgeIp, r));
+    const nodePort = (server.address() as AddressInfo).port;
+    try {
+      const fromNode = await fetch(`http://${bridgeIp}:${nodePort}/`).then(
+        () => "connected",
+        (e: Error) => (e.cause as { code?: string })?.code ?? e.message,
+      );
+      // The HTTP client complains about the non-HTTP answer, but it did connect.
+      expect(fromNode).not.toMatch(/ECONNREFUSED|EHOSTUNREACH|ETIMEDOUT/);
+      const res = await invoke(lambda, "probe", {
+        targets: [
+          { name: "otherWorker", host: workerHost, port: Number(workerPort) },
+          { name: "node", host: bridgeIp, port: nodePort },
+          { name: "agent", host: bridgeIp, port: stack.agent.port },
+        ],
+      });
+      expect(res.functionError).toBeUndefined();
+      const status = res.body.status as Record<string, string>;
+      expect(status).toMatchObject({
+        Seccomp: "2",
+        NoNewPrivs: "1",
+        CapEff: "0000000000000000",
+        CapPrm: "0000000000000000",
+      });
+      expect(status.Uid.split("\t")[0]).not.toBe("0");
+      expect(res.body.writes).toEqual({ root: "EROFS", task: "EROFS", tmp: "written" });
+      // Rejected by the worker's firewall (an unfiltered closed port would answer ECONNREFUSED).
+      expect(res.body.connects).toEqual({
+        otherWorker: "EHOSTUNREACH",
+        node: "EHOSTUNREACH",
+        agent: "EHOSTUNREACH",
+      });
+      const nameservers = resolvConfNameservers();
+      if (nameservers.length) {
+        for (const ns of nameservers) expect(res.body.resolvConf).toContain(`nameserver ${ns}`);
+      }
+    } finally {
+      server.close();
+    }
   });
 
   it("answers ResourceNotFoundException for an unknown function", async () => {
