@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger } from "@esb/common";
 import { parseDestinations } from "@esb/agent/network/worker-firewall";
 import { parseCredentials } from "@esb/gateway/sigv4-credentials";
-import { invokeFunction } from "./invoke-command.js";
+import { credentialsFromEnv, invokeFunction } from "./invoke-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
 
 function portNumber(value: string): number {
@@ -176,6 +176,10 @@ export function buildProgram(): Command {
     .option("-g, --gateway <url>", "gateway URL", "http://127.0.0.1:9000")
     .option("-t, --type <type>", "RequestResponse, Event or DryRun", "RequestResponse")
     .option("--tail", "print the invocation's log tail", false)
+    .addHelpText(
+      "after",
+      "\nWith AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set, the request is signed (SigV4), as the AWS CLI signs it.",
+    )
     .action(async (name: string, opts: { payload: string; gateway: string; type: string; tail: boolean }) => {
       try {
         JSON.parse(opts.payload);
@@ -188,6 +192,9 @@ export function buildProgram(): Command {
         payload: opts.payload,
         invocationType: opts.type,
         tail: opts.tail,
+        // Signed like the AWS CLI when the standard AWS variables are set (a gateway with --credentials).
+        credentials: credentialsFromEnv(),
+        region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined,
       }).catch((err: unknown) => {
         process.stderr.write(`esb invoke: ${(err as Error).message}\n`);
         process.exit(1);

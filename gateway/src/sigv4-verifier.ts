@@ -55,8 +55,11 @@ const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const REGION = /^[a-z0-9-]{1,32}$/;
 
-/** node:crypto as the ChecksumConstructor @smithy/signature-v4 derives signing keys with. */
-class NodeSha256 {
+/**
+ * node:crypto as the ChecksumConstructor @smithy/signature-v4 derives signing
+ * keys with (the gateway verifies with it; `esb invoke` signs with it).
+ */
+export class NodeSha256 {
   private hash;
   private readonly secret: Buffer | string | undefined;
   constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
