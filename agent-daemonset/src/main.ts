@@ -111,7 +111,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       insecureRegistries: config.insecureRegistries,
     });
   } else {
-    runtime = new DockerRuntime({ socketPath: config.dockerSocket, owner: config.nodeName });
+    runtime = new DockerRuntime({
+      socketPath: config.dockerSocket,
+      owner: config.nodeName,
+      // Podman reads the seccomp profile from a file: keep it in the agent's own state, not /tmp.
+      seccompProfileDir: join(config.stateDir, "seccomp"),
+    });
     log.warn("AGENT_RUNTIME=docker: workers are not isolated from each other or from the node's network");
   }
   const metrics = new AgentMetrics();

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type Docker from "dockerode";
@@ -39,6 +39,7 @@ export async function engineSandboxOptions(docker: Docker, dir = tmpdir()): Prom
       dispose: async () => undefined,
     };
   }
+  await mkdir(dir, { recursive: true });
   const folder = await mkdtemp(join(dir, "esb-seccomp-"));
   const file = join(folder, "worker-seccomp.json");
   await writeFile(file, profile, { mode: 0o644 });
