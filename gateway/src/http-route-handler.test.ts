@@ -90,6 +90,19 @@ describe("HTTP routes", () => {
     expect(event.isBase64Encoded).toBe(false);
   });
 
+  it("answers 413 when a body fits the limit but its base64 event does not, and the route keeps working", async () => {
+    const big = Buffer.alloc(5 * 1024 * 1024, 7); // 5 MiB: under 6 MiB, over it once base64-encoded
+    const res = await fetch(`${harness.endpoint}/files/big.bin`, {
+      method: "PUT",
+      body: big,
+      headers: { "content-type": "application/octet-stream" },
+    });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual({ message: "Request Entity Too Large" });
+    const next = await fetch(`${harness.endpoint}/files/small.bin`, { method: "PUT", body: "ok" });
+    expect(next.status).toBe(200);
+  });
+
   it("payload 2.0: binary bodies are base64, greedy {proxy+} matches the rest", async () => {
     const bytes = Buffer.from([0, 1, 2, 250, 255]);
     const res = await fetch(`${harness.endpoint}/files/a/b/c.bin`, {

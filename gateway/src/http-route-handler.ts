@@ -92,13 +92,15 @@ export class HttpRouteHandler {
     };
     const format = match.route.payloadFormat;
     const event = format === "1.0" ? buildRestApiV1Event(request) : buildHttpApiV2Event(request);
+    const payload = Buffer.from(JSON.stringify(event));
+    // A binary body grows by a third once base64-encoded into the event: the event, not the body,
+    // must fit the invocation limit, or the worker refuses it (and a healthy worker is lost).
+    if (payload.length > this.maxBodyBytes) {
+      record("client_error", "none", "RequestTooLarge");
+      return sendJson(res, 413, { message: "Request Entity Too Large" }, requestId);
+    }
     try {
-      const result = await this.invoker.invoke({
-        key,
-        fn,
-        payload: Buffer.from(JSON.stringify(event)),
-        requestId,
-      });
+      const result = await this.invoker.invoke({ key, fn, payload, requestId });
       if (result.functionError) {
         record("function_error", result.startKind, result.errorType);
         return sendJson(res, 502, { message: "Internal server error" }, requestId);
