@@ -12,6 +12,7 @@ import { loadGatewayConfig } from "@esb/gateway/gateway-config";
 import { GatewayServer } from "@esb/gateway/gateway-server";
 import { StaticAgentDiscovery } from "@esb/gateway/static-agent-discovery";
 import { PrivateContainerd } from "./private-containerd.js";
+import { acquireStackLocks, type StackLock } from "./stack-lock.js";
 
 /** Options of `esb up`. */
 export interface StandaloneOptions {
@@ -63,6 +64,7 @@ export interface FunctionReport {
 export class StandaloneStack {
   private containerd: PrivateContainerd | undefined;
   private agent: RunningAgent | undefined;
+  private lock: StackLock | undefined;
   private gateway: GatewayServer | undefined;
   private controller: Controller | undefined;
   private source: FolderFunctionSource | undefined;
@@ -81,6 +83,8 @@ export class StandaloneStack {
     const { progress, logger } = this.options;
     checkPrerequisites();
     const stateDir = resolve(this.options.stateDir);
+    // Before anything is touched: a second stack on these would break the first one.
+    this.lock = acquireStackLocks({ stateDir, bridge: this.options.bridge, subnet: this.options.subnet });
     mkdirSync(stateDir, { recursive: true });
     try {
       let t = Date.now();
@@ -123,6 +127,8 @@ export class StandaloneStack {
         AGENT_URLS: agentUrl,
         FUNCTIONS_DIR: this.options.functionsDir,
         HOSTNAME: hostname(),
+        // Accepted Event invocations live here until they have run, across restarts and crashes.
+        GATEWAY_EVENT_STORE: join(stateDir, "gateway", "events.db"),
         GATEWAY_CREDENTIALS_FILE: this.options.credentialsFile && resolve(this.options.credentialsFile),
         GATEWAY_AUTH_SCOPE: this.options.credentialsFile ? this.options.authScope : undefined,
       });
@@ -222,12 +228,20 @@ export class StandaloneStack {
       }
       await step("agent", () => agent.stop());
       await step("network", async () => {
+        // The bridge exists once a worker was started; none is not a failure.
+        try {
+          execFileSync("ip", ["link", "show", this.options.bridge], { stdio: "ignore" });
+        } catch {
+          return;
+        }
         execFileSync("ip", ["link", "del", this.options.bridge], { stdio: "ignore" });
       });
     }
     const containerd = this.containerd;
     this.containerd = undefined;
     if (containerd) await step("containerd", () => containerd.stop());
+    this.lock?.release();
+    this.lock = undefined;
   }
 }
 
