@@ -54,6 +54,11 @@ export interface NodeAgentOptions {
   imageResolver?: FunctionImageResolver;
   /** Lease length added to the function timeout when an acquirer asks for none. */
   leaseGraceMs?: number;
+  /**
+   * How long a new lease survives heartbeats that do not list it (default 10 s): its
+   * AcquireWorker answer may still be on its way to the holder.
+   */
+  unlistedLeaseGraceMs?: number;
   logger?: Logger;
   /** Receives every pool event (metrics). */
   onPoolEvent?: (event: PoolEvent) => void;
@@ -150,6 +155,7 @@ export class NodeAgent {
   readonly memoryCapacityMb: number;
   private readonly imageResolver?: FunctionImageResolver;
   private readonly leaseGraceMs: number;
+  private readonly unlistedLeaseGraceMs: number | undefined;
   private readonly log: Logger;
   private readonly onPoolEvent: (event: PoolEvent) => void;
   private readonly allowCodeHostPath: boolean;
@@ -172,6 +178,7 @@ export class NodeAgent {
     this.memoryCapacityMb = opts.memoryCapacityMb ?? Math.floor(totalmem() / 1024 / 1024);
     this.imageResolver = opts.imageResolver;
     this.leaseGraceMs = opts.leaseGraceMs ?? 30_000;
+    this.unlistedLeaseGraceMs = opts.unlistedLeaseGraceMs;
     this.log = opts.logger ?? createLogger("node-agent");
     this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
     this.allowCodeHostPath = opts.allowCodeHostPath ?? false;
@@ -300,6 +307,7 @@ export class NodeAgent {
       logger: this.log,
       onEvent: this.onPoolEvent,
       startLimiter: this.startLimiter,
+      unlistedLeaseGraceMs: this.unlistedLeaseGraceMs,
     });
     this.functions.set(key, rec);
     await this.persist(rec);
@@ -482,16 +490,29 @@ export class NodeAgent {
   /** Returns a worker (see {@link WorkerPool.release}); {@link WorkerNotFoundError} when no pool knows it. */
   async release(workerId: string, leaseId: string, outcome: InvocationOutcome): Promise<void> {
     for (const rec of this.functions.values()) {
-      if (rec.pool.workerIds().includes(workerId)) return rec.pool.release(workerId, leaseId, outcome);
+      // A worker reclaimed meanwhile (lease expired) still finds its pool, where the release is a no-op.
+      if (rec.pool.owns(workerId)) return rec.pool.release(workerId, leaseId, outcome);
     }
     throw new WorkerNotFoundError(`worker ${workerId} is not a worker of node ${this.nodeName}`);
   }
 
-  /** Renews the holder's leases; returns how many it holds and every pool's status. */
-  heartbeat(holderId: string): { activeLeases: number; pools: FunctionPoolSummary[] } {
+  /**
+   * Renews the holder's leases: all of them, or only the `listed` ones, the
+   * holder's others being expired (see {@link WorkerPool.heartbeat}). Returns
+   * how many leases it still holds, how many were expired, and every pool's status.
+   */
+  heartbeat(
+    holderId: string,
+    listed?: ReadonlySet<string>,
+  ): { activeLeases: number; expiredLeases: number; pools: FunctionPoolSummary[] } {
     let activeLeases = 0;
-    for (const rec of this.functions.values()) activeLeases += rec.pool.heartbeat(holderId);
-    return { activeLeases, pools: this.pools() };
+    let expiredLeases = 0;
+    for (const rec of this.functions.values()) {
+      const { held, expired } = rec.pool.heartbeat(holderId, listed);
+      activeLeases += held;
+      expiredLeases += expired;
+    }
+    return { activeLeases, expiredLeases, pools: this.pools() };
   }
 
   /** Status of every function's pool. */

@@ -18,15 +18,22 @@ export interface AgentConnection {
   pools: Map<string, FunctionPoolStatus>;
   /** Workers this gateway holds from this agent now. */
   inflight: number;
+  /**
+   * Ids of the leases this gateway holds from this agent (acquired, release not
+   * yet answered). Heartbeats list them; the agent expires any other lease of this
+   * gateway, so a worker the gateway lost track of does not stay busy.
+   */
+  readonly leases: Set<string>;
   /** The HTTP/2 connection to the agent (closed when the agent goes away or the pool stops). */
   readonly session: Http2SessionManager;
 }
 
 /**
  * One AgentService client (gRPC, always over HTTP/2, Connect) per discovered agent, and
- * the heartbeat loop: every `heartbeatMs` each agent is sent `Heartbeat`, which
- * keeps this gateway's leases alive and returns the node's pools (idle, paused,
- * busy workers per function) that placement uses.
+ * the heartbeat loop: every `heartbeatMs` each agent is sent `Heartbeat` with the
+ * leases this gateway holds from it ({@link AgentConnection.leases}), which keeps
+ * those alive (and only those: the agent expires the others) and returns the
+ * node's pools (idle, paused, busy workers per function) that placement uses.
  */
 export class AgentClientPool {
   private readonly connections = new Map<string, AgentConnection>();
@@ -77,9 +84,13 @@ export class AgentClientPool {
   private async heartbeat(conn: AgentConnection): Promise<void> {
     try {
       const res = await conn.client.heartbeat(
-        { holderId: this.holderId },
+        { holderId: this.holderId, leaseIds: [...conn.leases], leasesListed: true },
         { timeoutMs: Math.max(this.heartbeatMs * 2, 1000) },
       );
+      if (res.expiredLeases > 0) {
+        // A lease this gateway no longer lists, e.g. from an AcquireWorker answer that never reached it.
+        this.logger.info({ agent: conn.url, expired: res.expiredLeases }, "agent expired leases not held");
+      }
       const pools = new Map<string, FunctionPoolStatus>();
       for (const p of res.pools) {
         if (p.function) pools.set(`${p.function.namespace}/${p.function.name}`, p);
@@ -107,6 +118,7 @@ export class AgentClientPool {
         healthy: false,
         pools: new Map(),
         inflight: 0,
+        leases: new Set(),
         session,
       });
     }

@@ -2,7 +2,7 @@ import type { LambdaFunction, Logger } from "@esb/common";
 import { LAMBDA_FUNCTION_DEFAULTS } from "@esb/common";
 import type { FunctionKey } from "./function-name.js";
 import type { StartKindLabel } from "./gateway-metrics.js";
-import { InvocationOutcome, type WorkerBroker } from "./worker-broker.js";
+import { InvocationOutcome, type WorkerBroker, type WorkerLease } from "./worker-broker.js";
 import { WorkerUnreachableError, type WorkerHttpClient } from "./worker-http-client.js";
 
 /** One invocation to run on a worker. */
@@ -47,7 +47,9 @@ const INIT_BUDGET_MS = 10_000;
  * that drops the connection yields an Unhandled `Runtime.ExitError` result (and
  * WORKER_FAILED for the agent); one that stays silent past the function timeout
  * yields AWS's "Task timed out after N.NN seconds" (and TIMEOUT). Acquisition
- * failures propagate as {@link LambdaApiError}.
+ * failures propagate as {@link LambdaApiError}. Every acquired worker is released,
+ * whatever happens: an unexpected error propagates after releasing the worker as
+ * WORKER_FAILED (what it did is unknown, so it is replaced).
  */
 export class FunctionInvoker {
   constructor(
@@ -56,8 +58,28 @@ export class FunctionInvoker {
     private readonly logger: Logger,
   ) {}
 
+  /**
+   * Runs `req` on a worker and returns what the function returned (function
+   * errors and worker failures included, as results). Throws
+   * {@link LambdaApiError} when no worker can be had; any other error is
+   * unexpected and propagates, the worker having been released first.
+   */
   async invoke(req: InvocationRequest): Promise<InvocationResult> {
     const lease = await this.broker.acquire(req.key);
+    // What the agent is told when the invocation ends by an unexpected error.
+    let outcome = InvocationOutcome.WORKER_FAILED;
+    try {
+      const result = await this.runOn(lease, req);
+      outcome = result.outcome;
+      return result;
+    } finally {
+      this.broker.release(lease, outcome);
+      if (outcome === InvocationOutcome.WORKER_FAILED) this.workers.forget(lease.address);
+    }
+  }
+
+  /** POSTs the event to the leased worker and maps its answer (or silence) onto a result. */
+  private async runOn(lease: WorkerLease, req: InvocationRequest): Promise<InvocationResult> {
     const timeoutSeconds = req.fn.spec.timeout ?? LAMBDA_FUNCTION_DEFAULTS.timeout;
     const headers: Record<string, string> = {
       "content-type": "application/json",
@@ -136,8 +158,6 @@ export class FunctionInvoker {
             errorType: "Runtime.ExitError",
           };
     }
-    this.broker.release(lease, result.outcome);
-    if (result.outcome === InvocationOutcome.WORKER_FAILED) this.workers.forget(lease.address);
     return result;
   }
 }

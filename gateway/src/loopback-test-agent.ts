@@ -22,8 +22,10 @@ interface TestWorker {
  * loopback ({@link TestWorkerServer}). It implements AcquireWorker (idle worker →
  * WARM, paused → THAWED, else a new one → COLD, over the function's limit →
  * RESOURCE_EXHAUSTED, unknown function → NOT_FOUND), ReleaseWorker (records the
- * outcome; WORKER_FAILED destroys the worker), Heartbeat (reports pools) and
- * ListWorkers.
+ * outcome; WORKER_FAILED destroys the worker), Heartbeat (reports pools and
+ * records the leases the gateway lists) and ListWorkers. Like the real agent, an
+ * acquire its caller cancels during a cold start hands nothing out (the new worker
+ * stays idle).
  * It has no containers, freezing or leases expiry.
  */
 export class LoopbackTestAgent {
@@ -37,6 +39,10 @@ export class LoopbackTestAgent {
   /** Number of AcquireWorker and Heartbeat calls received. */
   acquireCalls = 0;
   heartbeatCalls = 0;
+  /** Lease ids listed by the last Heartbeat (undefined when it listed none, as old gateways do). */
+  lastListedLeases: string[] | undefined;
+  /** AcquireWorker calls whose caller cancelled before a worker was handed out. */
+  cancelledAcquires = 0;
   /** How long a cold start takes (a real one boots a container and a runtime). */
   coldStartDelayMs = 0;
   url = "";
@@ -44,7 +50,7 @@ export class LoopbackTestAgent {
   constructor(readonly nodeName = "test-node") {
     const routes = (router: ConnectRouter) =>
       router.service(AgentService, {
-        acquireWorker: async (req) => {
+        acquireWorker: async (req, ctx) => {
           this.acquireCalls++;
           const key = `${req.function?.namespace}/${req.function?.name}`;
           if (this.knownFunctions.size > 0 && !this.knownFunctions.has(key)) {
@@ -68,6 +74,11 @@ export class LoopbackTestAgent {
             worker = { id: randomUUID(), functionKey: key, address, server, state: "idle", leaseId: "" };
             this.workers.set(worker.id, worker);
             startKind = StartKind.COLD;
+            if (ctx.signal.aborted) {
+              // The caller gave up during the cold start: the worker stays idle for the next one.
+              this.cancelledAcquires++;
+              throw new ConnectError("the caller cancelled the acquire", Code.Canceled);
+            }
           }
           worker.state = "busy";
           worker.leaseId = randomUUID();
@@ -104,8 +115,9 @@ export class LoopbackTestAgent {
             };
           }),
         }),
-        heartbeat: async () => {
+        heartbeat: async (req) => {
           this.heartbeatCalls++;
+          this.lastListedLeases = req.leasesListed ? [...req.leaseIds] : undefined;
           const pools = new Map<string, { idle: number; paused: number; busy: number }>();
           for (const w of this.workers.values()) {
             const p = pools.get(w.functionKey) ?? { idle: 0, paused: 0, busy: 0 };
@@ -140,6 +152,11 @@ export class LoopbackTestAgent {
   /** Marks every idle worker as paused (as the real agent does after pauseAfterMs). */
   pauseIdleWorkers(): void {
     for (const w of this.workers.values()) if (w.state === "idle") w.state = "paused";
+  }
+
+  /** Lease ids of the busy workers (the ones the gateway should list in its heartbeats). */
+  busyLeases(): string[] {
+    return [...this.workers.values()].filter((w) => w.state === "busy").map((w) => w.leaseId);
   }
 
   /** Workers now, by function. */

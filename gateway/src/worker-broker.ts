@@ -205,6 +205,8 @@ export class WorkerBroker {
           },
           { timeoutMs: this.acquireTimeoutMs },
         );
+        // Listed by heartbeats from now until its release is answered.
+        agent.leases.add(res.leaseId);
         return {
           agent,
           workerId: res.workerId,
@@ -255,9 +257,10 @@ export class WorkerBroker {
   }
 
   /**
-   * Gives the worker back with the invocation's outcome. Returns at once: the
-   * call runs in the background and a failure is only logged (the lease then
-   * expires on the agent).
+   * Gives the worker back with the invocation's outcome. Call it exactly once
+   * per lease that {@link acquire} returned, whatever happened. Returns at once:
+   * the call runs in the background and a failure is only logged (heartbeats
+   * stop listing the lease, so the agent expires it).
    */
   release(lease: WorkerLease, outcome: InvocationOutcome): void {
     const healthy = outcome === InvocationOutcome.SUCCESS || outcome === InvocationOutcome.FUNCTION_ERROR;
@@ -309,6 +312,7 @@ export class WorkerBroker {
         ),
       )
       .then(() => {
+        lease.agent.leases.delete(lease.leaseId);
         this.releasing.delete(done);
       });
     this.releasing.add(done);

@@ -29,3 +29,8 @@ export class FunctionNotFoundError extends Error {
 export class InvalidFunctionSpecError extends Error {
   override name = "InvalidFunctionSpecError";
 }
+
+/** The acquirer cancelled (or its deadline passed) before a worker was handed to it; nothing was handed out. Maps to CANCELLED. */
+export class AcquireCancelledError extends Error {
+  override name = "AcquireCancelledError";
+}

@@ -2,9 +2,12 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createLogger, type Logger } from "@esb/common";
 import type { ListedWorker, Runtime, WorkerHandle, WorkerSpec } from "../runtime/runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
+import { AcquireWaiters } from "./acquire-waiters.js";
+import { LeaseTable, type Lease } from "./lease-table.js";
 import type { StartLimiter } from "./start-limiter.js";
 import { waitForWorkerPort } from "./worker-readiness.js";
 import {
+  AcquireCancelledError,
   ConcurrencyLimitError,
   LeaseMismatchError,
   PoolClosedError,
@@ -119,6 +122,8 @@ export interface WorkerPoolOptions {
   readyTimeoutMs?: number;
   /** Shared by the node's pools: bounds concurrent starts (container start + readiness). */
   startLimiter?: StartLimiter;
+  /** How long a new lease survives heartbeats that do not list it (default 10 s; see {@link LeaseTable}). */
+  unlistedLeaseGraceMs?: number;
 }
 
 /** Parameters of {@link WorkerPool.acquire}. */
@@ -129,13 +134,8 @@ export interface AcquireOptions {
   leaseMs?: number;
   /** 0: fail at once at the concurrency limit; else wait up to this long for a worker. */
   waitMs?: number;
-}
-
-interface Lease {
-  id: string;
-  holderId: string;
-  ms: number;
-  timer: NodeJS.Timeout;
+  /** The caller gave up (cancelled, deadline passed): hand nothing out. */
+  signal?: AbortSignal;
 }
 
 interface PoolWorker {
@@ -160,11 +160,6 @@ interface PoolWorker {
   gone?: Promise<void>;
 }
 
-interface Waiter {
-  wake(): void;
-  fail(err: Error): void;
-}
-
 const RETIRED_MEMORY = 1000;
 
 /**
@@ -185,7 +180,8 @@ export class WorkerPool {
   private readonly workersById = new Map<string, PoolWorker>();
   /** Ids of removed workers, so a late release of a reclaimed worker is a harmless no-op. */
   private readonly retired = new Set<string>();
-  private waiters: Waiter[] = [];
+  private readonly leases: LeaseTable;
+  private readonly waiters = new AcquireWaiters();
   private closed = false;
   private provisionBackoffMs = 0;
   private provisionTimer?: NodeJS.Timeout;
@@ -209,6 +205,12 @@ export class WorkerPool {
     this.waitReady =
       opts.waitReady ??
       ((handle, stillStarting) => waitForWorkerPort(handle.ip, handle.port, readyTimeoutMs, stillStarting));
+    this.leases = new LeaseTable((lease, reason) => {
+      const w = this.workersById.get(lease.workerId);
+      if (!w || w.lease !== lease || w.state !== "busy") return;
+      // The holder vanished or let go: what the worker is doing is unknown, so it is not reused.
+      void this.remove(w, reason, true);
+    }, opts.unlistedLeaseGraceMs);
   }
 
   /** The configuration in force. */
@@ -232,6 +234,9 @@ export class WorkerPool {
    * At the limit it throws {@link ConcurrencyLimitError} at once (`waitMs` 0) or
    * after waiting up to `waitMs` for a release. Throws {@link PoolClosedError}
    * when the pool is destroyed, and the runtime's errors when a cold start fails.
+   * Once `signal` aborts it throws {@link AcquireCancelledError} and hands
+   * nothing out: a worker already taken for the caller goes back to the pool
+   * (a cold start in progress finishes and the worker becomes idle).
    */
   async acquire(opts: AcquireOptions): Promise<AcquiredWorker> {
     const started = Date.now();
@@ -240,6 +245,7 @@ export class WorkerPool {
     for (;;) {
       if (this.closed)
         throw new PoolClosedError(`function ${this.functionKey} is being removed from this node`);
+      this.throwIfCancelled(opts);
       const paused = this.pick("paused");
       if (paused) {
         this.transition(paused, "busy");
@@ -253,6 +259,10 @@ export class WorkerPool {
         }
         // A crash or lease loss while thawing takes it away from us; try again.
         if (paused.state !== "busy" || paused.lease?.id !== leaseId) continue;
+        if (opts.signal?.aborted) {
+          void this.giveBack(paused);
+          this.throwIfCancelled(opts);
+        }
         this.onEvent({ type: "thawed", function: this.functionKey, durationMs: Date.now() - t0 });
         return this.handOut(paused, "thawed", started);
       }
@@ -273,7 +283,7 @@ export class WorkerPool {
           `function ${this.functionKey} is at its concurrency limit (${this.config.maxWorkers} workers on this node)`,
         );
       }
-      await this.waitForWorker(remaining, retry);
+      await this.waiters.wait(remaining, retry, opts.signal);
       retry = true;
     }
   }
@@ -295,31 +305,25 @@ export class WorkerPool {
     if (!w.adopted && w.lease?.id !== leaseId) {
       throw new LeaseMismatchError(`lease ${leaseId} is not the current lease of worker ${workerId}`);
     }
-    this.dropLease(w);
     w.adopted = false;
     w.lastUsedAt = Date.now();
     if (outcome === "timeout" || outcome === "worker-failed") {
+      this.dropLease(w);
       await this.remove(w, `released as ${outcome}`, true);
       return;
     }
-    if (w.drain || w.revision !== this.config.revision || this.closed) {
-      await this.remove(w, "drained", false);
-      return;
-    }
-    this.transition(w, "idle");
-    this.becameIdle(w);
+    await this.giveBack(w);
   }
 
-  /** Renews every lease of `holderId`; returns how many leases it holds. */
-  heartbeat(holderId: string): number {
-    let n = 0;
-    for (const w of this.workersById.values()) {
-      if (w.state === "busy" && w.lease && w.lease.holderId === holderId) {
-        this.armLease(w, w.lease);
-        n++;
-      }
-    }
-    return n;
+  /**
+   * Renews the leases of `holderId`: all of them, or with `listed` (the ids the
+   * holder still holds) only those, and expires its others (their workers are
+   * removed), sparing leases granted within the grace. Returns how many leases
+   * the holder still has and how many this expired.
+   */
+  heartbeat(holderId: string, listed?: ReadonlySet<string>): { held: number; expired: number } {
+    const { held, expired } = this.leases.heartbeat(holderId, listed);
+    return { held, expired: expired.length };
   }
 
   /**
@@ -351,7 +355,7 @@ export class WorkerPool {
     }
     this.ensureProvisioned();
     // A raised limit may let waiters cold-start now.
-    for (let i = before; i < config.maxWorkers && this.waiters.length > 0; i++) this.wakeOne();
+    for (let i = before; i < config.maxWorkers && this.waiters.length > 0; i++) this.waiters.wakeOne();
   }
 
   /** Called for a runtime exit event of one of this pool's workers; returns false when the worker is not ours. */
@@ -385,13 +389,7 @@ export class WorkerPool {
     };
     this.workersById.set(w.id, w);
     if (w.state === "paused") this.armReap(w);
-    else
-      this.armLease(w, {
-        id: `adopted-${randomUUID()}`,
-        holderId: "",
-        ms: this.config.defaultLeaseMs,
-        timer: undefined!,
-      });
+    else w.lease = this.leases.grant(w.id, "", this.config.defaultLeaseMs, `adopted-${randomUUID()}`);
     this.log.info({ workerId: w.id, state: w.state }, "worker re-adopted");
   }
 
@@ -404,7 +402,7 @@ export class WorkerPool {
   async destroy(): Promise<number> {
     this.closed = true;
     this.clearProvisionTimer();
-    this.failWaiters(new PoolClosedError(`function ${this.functionKey} is being removed from this node`));
+    this.waiters.failAll(new PoolClosedError(`function ${this.functionKey} is being removed from this node`));
     const all = [...this.workersById.values()].filter(
       (w) => w.state !== "stopping" && w.state !== "destroyed",
     );
@@ -433,11 +431,11 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.closed = true;
     this.clearProvisionTimer();
-    this.failWaiters(new PoolClosedError("agent is shutting down"));
+    this.waiters.failAll(new PoolClosedError("agent is shutting down"));
     const pauses: Promise<void>[] = [];
+    this.leases.clearTimers();
     for (const w of this.workersById.values()) {
       this.clearIdleTimers(w);
-      if (w.lease) clearTimeout(w.lease.timer);
       if (w.state === "idle") {
         this.transition(w, "paused");
         pauses.push(this.op(w, () => this.runtime.pauseWorker(w.id)).catch(() => undefined));
@@ -471,6 +469,11 @@ export class WorkerPool {
         invocations: w.invocations,
         holderId: w.lease?.holderId,
       }));
+  }
+
+  /** True when the worker is, or recently was, one of this pool's (so a late release finds its pool). */
+  owns(workerId: string): boolean {
+    return this.workersById.has(workerId) || this.retired.has(workerId);
   }
 
   /** Ids of all workers the pool tracks (for orphan detection). */
@@ -561,6 +564,12 @@ export class WorkerPool {
       void this.remove(w, "drained", false);
       return null;
     }
+    if (opts.signal?.aborted) {
+      // Nobody waits for it any more: it serves the next caller warm.
+      this.transition(w, "idle");
+      this.becameIdle(w);
+      this.throwIfCancelled(opts);
+    }
     this.transition(w, "busy");
     this.grantLease(w, opts);
     return this.handOut(w, "cold", started);
@@ -596,36 +605,42 @@ export class WorkerPool {
 
   private grantLease(w: PoolWorker, opts: AcquireOptions): string {
     this.clearIdleTimers(w);
-    const lease: Lease = {
-      id: randomUUID(),
-      holderId: opts.holderId,
-      ms: opts.leaseMs || this.config.defaultLeaseMs,
-      timer: undefined!,
-    };
-    this.armLease(w, lease);
-    return lease.id;
-  }
-
-  private armLease(w: PoolWorker, lease: Lease): void {
-    if (lease.timer) clearTimeout(lease.timer);
-    lease.timer = setTimeout(() => {
-      if (w.lease?.id !== lease.id || w.state !== "busy") return;
-      // The holder vanished: what the worker is doing is unknown, so it is not reused.
-      void this.remove(w, `lease of ${lease.holderId || "a previous agent"} expired`, true);
-    }, lease.ms);
-    lease.timer.unref();
-    w.lease = lease;
+    w.lease = this.leases.grant(w.id, opts.holderId, opts.leaseMs || this.config.defaultLeaseMs);
+    return w.lease.id;
   }
 
   private dropLease(w: PoolWorker): void {
-    if (w.lease) clearTimeout(w.lease.timer);
+    this.leases.drop(w.lease);
     w.lease = undefined;
+  }
+
+  /**
+   * Ends the lease of a busy worker whose invocation ended cleanly (or never
+   * began): idle again, or removed when it is being drained.
+   */
+  private async giveBack(w: PoolWorker): Promise<void> {
+    this.dropLease(w);
+    if (w.drain || w.revision !== this.config.revision || this.closed) {
+      await this.remove(w, "drained", false);
+      return;
+    }
+    this.transition(w, "idle");
+    this.becameIdle(w);
+  }
+
+  private throwIfCancelled(opts: AcquireOptions): void {
+    if (opts.signal?.aborted) {
+      // A wake-up meant for this caller must not be lost: pass it on while a worker or slot is free.
+      const free = this.pick("idle") || this.pick("paused") || this.activeCount() < this.config.maxWorkers;
+      if (free && this.waiters.length > 0) this.waiters.wakeOne();
+      throw new AcquireCancelledError(`the caller cancelled the acquire of a ${this.functionKey} worker`);
+    }
   }
 
   /** An idle worker: given to a waiter, or scheduled for pause and reaping. */
   private becameIdle(w: PoolWorker): void {
     if (this.waiters.length > 0) {
-      this.wakeOne();
+      this.waiters.wakeOne();
       // The woken waiter takes it on its next turn; if it does not, timers still apply.
     }
     this.clearIdleTimers(w);
@@ -698,7 +713,7 @@ export class WorkerPool {
         this.workersById.delete(w.id);
       });
     // Its slot is free at once: a waiter may cold-start, provisioned workers are replaced.
-    if (this.waiters.length > 0) this.wakeOne();
+    if (this.waiters.length > 0) this.waiters.wakeOne();
     this.ensureProvisioned();
     return w.gone;
   }
@@ -772,39 +787,6 @@ export class WorkerPool {
   private clearProvisionTimer(): void {
     if (this.provisionTimer) clearTimeout(this.provisionTimer);
     this.provisionTimer = undefined;
-  }
-
-  private waitForWorker(ms: number, front: boolean): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        wake: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        fail: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((x) => x !== waiter);
-        // One last look: the caller's loop decides (it throws when nothing is free).
-        resolve();
-      }, ms);
-      timer.unref();
-      if (front) this.waiters.unshift(waiter);
-      else this.waiters.push(waiter);
-    });
-  }
-
-  private wakeOne(): void {
-    this.waiters.shift()?.wake();
-  }
-
-  private failWaiters(err: Error): void {
-    const ws = this.waiters;
-    this.waiters = [];
-    for (const w of ws) w.fail(err);
   }
 }
 

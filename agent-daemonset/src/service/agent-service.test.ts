@@ -75,6 +75,8 @@ describe("AgentService over gRPC", () => {
       onPoolEvent: metrics.record,
       // Test stand-in: the fixture's image serves as every managed runtime's base image.
       imageResolver: { prepareRuntimeImage: (_runtime, runtime) => runtime.prepareImage(fx.imageRef) },
+      // Short, so that a heartbeat test can see an unlisted lease expire.
+      unlistedLeaseGraceMs: 300,
     });
     metrics.attach(agent);
     const authenticator = new StaticTokenAuthenticator(tokens);
@@ -416,5 +418,106 @@ describe("AgentService over gRPC", () => {
         cur.gateway.acquireWorker({ function: { namespace: "default", name: "hello" }, holderId: "g" }),
       ),
     ).toBe(Code.NotFound);
+  });
+
+  it("an acquire whose caller cancels hands nothing out: the worker returns to the pool", async () => {
+    const { controller, gateway } = cur!;
+    await controller.prepareFunction({ spec: spec("cancel", { reservedConcurrency: 1 }) });
+    const ref = { namespace: "default", name: "cancel" };
+    const workersOf = async () => (await controller.listWorkers({ function: ref })).workers;
+
+    // Cancelled during its cold start: the start finishes and the worker is kept warm.
+    const cold = new AbortController();
+    const coldCall = gateway.acquireWorker({ function: ref, holderId: "gw-c" }, { signal: cold.signal });
+    await until(async () => (await workersOf()).some((w) => w.state === WorkerState.STARTING), "starting");
+    cold.abort();
+    expect(await codeOf(coldCall)).toBe(Code.Canceled);
+    await until(async () => {
+      const ws = await workersOf();
+      return ws.length === 1 && (ws[0].state === WorkerState.IDLE || ws[0].state === WorkerState.PAUSED);
+    }, "cold-started worker back in the pool");
+    const [kept] = await workersOf();
+    const a = await gateway.acquireWorker({ function: ref, holderId: "gw-c" });
+    expect(a.workerId).toBe(kept.workerId);
+    expect(a.startKind).not.toBe(StartKind.COLD);
+
+    // Cancelled while waiting at the limit (reservedConcurrency 1): the released worker is not
+    // handed to the caller that left, so the next caller gets it at once.
+    const waiting = new AbortController();
+    const waitCall = gateway.acquireWorker(
+      { function: ref, holderId: "gw-c", waitMs: 30_000 },
+      { signal: waiting.signal },
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    waiting.abort();
+    expect(await codeOf(waitCall)).toBe(Code.Canceled);
+    // Also a deadline that passes while waiting (the gRPC timeout the gateway's broker sets).
+    expect(
+      await codeOf(
+        gateway.acquireWorker({ function: ref, holderId: "gw-c", waitMs: 30_000 }, { timeoutMs: 200 }),
+      ),
+    ).toBe(Code.DeadlineExceeded);
+    await gateway.releaseWorker({
+      workerId: a.workerId,
+      leaseId: a.leaseId,
+      outcome: InvocationOutcome.SUCCESS,
+    });
+    const b = await gateway.acquireWorker({ function: ref, holderId: "gw-c" });
+    expect(b.workerId).toBe(a.workerId);
+    expect(
+      (await gateway.heartbeat({ holderId: "gw-c", leaseIds: [b.leaseId], leasesListed: true })).activeLeases,
+    ).toBe(1);
+    await gateway.releaseWorker({
+      workerId: b.workerId,
+      leaseId: b.leaseId,
+      outcome: InvocationOutcome.SUCCESS,
+    });
+    expect((await controller.destroyFunction({ function: ref })).destroyedWorkers).toBe(1);
+  });
+
+  it("a heartbeat renews the leases it lists and expires the holder's others, freeing their workers", async () => {
+    const { controller, gateway } = cur!;
+    await controller.prepareFunction({ spec: spec("listed", { reservedConcurrency: 2 }) });
+    const ref = { namespace: "default", name: "listed" };
+    const kept = await gateway.acquireWorker({ function: ref, holderId: "gw-l", leaseMs: 1500 });
+    const lost = await gateway.acquireWorker({ function: ref, holderId: "gw-l" });
+    const listed = { holderId: "gw-l", leaseIds: [kept.leaseId], leasesListed: true };
+    // Both are at the limit now; after the grace (300 ms here) the unlisted one is expired.
+    await new Promise((r) => setTimeout(r, 400));
+    const hb = await gateway.heartbeat(listed);
+    expect({ active: hb.activeLeases, expired: hb.expiredLeases }).toEqual({ active: 1, expired: 1 });
+    await until(
+      async () =>
+        !(await controller.listWorkers({ function: ref })).workers.some((w) => w.workerId === lost.workerId),
+      "the unlisted lease's worker removed",
+    );
+    expect(await cur!.rt.workerStatus(lost.workerId)).toBe("unknown");
+    // Its slot is free: a new worker starts; the listed one lives on through heartbeats past its 1.5 s.
+    const next = await gateway.acquireWorker({ function: ref, holderId: "gw-l", waitMs: 30_000 });
+    expect(next.workerId).not.toBe(lost.workerId);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const again = await gateway.heartbeat({ ...listed, leaseIds: [kept.leaseId, next.leaseId] });
+      expect(again.activeLeases).toBe(2);
+    }
+    const states = (await controller.listWorkers({ function: ref })).workers.map((w) => [
+      w.workerId,
+      w.state,
+    ]);
+    expect(states).toContainEqual([kept.workerId, WorkerState.BUSY]);
+    // A late release of the expired lease is harmless.
+    await gateway.releaseWorker({
+      workerId: lost.workerId,
+      leaseId: lost.leaseId,
+      outcome: InvocationOutcome.SUCCESS,
+    });
+    for (const w of [kept, next]) {
+      await gateway.releaseWorker({
+        workerId: w.workerId,
+        leaseId: w.leaseId,
+        outcome: InvocationOutcome.SUCCESS,
+      });
+    }
+    expect((await controller.destroyFunction({ function: ref })).destroyedWorkers).toBe(2);
   });
 });

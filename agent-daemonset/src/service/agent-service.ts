@@ -19,6 +19,7 @@ import {
 } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { NodeAgent } from "../node-agent.js";
 import {
+  AcquireCancelledError,
   ConcurrencyLimitError,
   FunctionNotFoundError,
   InvalidFunctionSpecError,
@@ -61,7 +62,7 @@ const MAX_WAIT_MS = 15 * 60_000;
 /**
  * Maps an agent error onto a ConnectError with the status code the proto
  * documents: NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNAVAILABLE,
- * INVALID_ARGUMENT; anything else is INTERNAL.
+ * INVALID_ARGUMENT, CANCELLED (an acquire its caller gave up); anything else is INTERNAL.
  */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
@@ -73,6 +74,8 @@ export function toConnectError(err: unknown): ConnectError {
   ) {
     return new ConnectError(e.message, Code.NotFound, undefined, undefined, e);
   }
+  if (e instanceof AcquireCancelledError)
+    return new ConnectError(e.message, Code.Canceled, undefined, undefined, e);
   if (e instanceof ConcurrencyLimitError)
     return new ConnectError(e.message, Code.ResourceExhausted, undefined, undefined, e);
   if (e instanceof LeaseMismatchError || e instanceof ImageUnavailableError) {
@@ -117,7 +120,7 @@ export function createAgentService(agent: NodeAgent, log?: Logger): ServiceImpl<
         return create(PrepareFunctionResponseSchema, r);
       }),
 
-    acquireWorker: (req) =>
+    acquireWorker: (req, ctx) =>
       guard("AcquireWorker", async () => {
         const ref = requireRef(req.function, "function");
         if (!req.holderId) invalid("holder_id is required");
@@ -126,6 +129,8 @@ export function createAgentService(agent: NodeAgent, log?: Logger): ServiceImpl<
           holderId: req.holderId,
           leaseMs: req.leaseMs,
           waitMs: req.waitMs,
+          // Aborts when the caller cancels or its deadline passes: no worker is then handed out.
+          signal: ctx.signal,
         });
         return create(AcquireWorkerResponseSchema, {
           workerId: w.workerId,
@@ -148,10 +153,16 @@ export function createAgentService(agent: NodeAgent, log?: Logger): ServiceImpl<
 
     heartbeat: (req) =>
       guard("Heartbeat", () => {
-        const { activeLeases, pools } = agent.heartbeat(req.holderId);
+        // Without the flag, only a caller that lists nothing predates lease_ids.
+        const listed = req.leasesListed || req.leaseIds.length > 0 ? new Set(req.leaseIds) : undefined;
+        const { activeLeases, expiredLeases, pools } = agent.heartbeat(req.holderId, listed);
+        if (expiredLeases > 0) {
+          log?.info({ holder: req.holderId, expiredLeases }, "expired leases their holder no longer holds");
+        }
         return create(HeartbeatResponseSchema, {
           nodeName: agent.nodeName,
           activeLeases,
+          expiredLeases,
           pools: pools.map((p) =>
             create(FunctionPoolStatusSchema, {
               function: create(FunctionRefSchema, p.ref),

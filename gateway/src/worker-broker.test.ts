@@ -1,0 +1,81 @@
+import { describe, it, expect, afterEach } from "@jest/globals";
+import { createLogger } from "@esb/common";
+import { AgentClientPool } from "./agent-client-pool.js";
+import { LambdaApiError } from "./lambda-api-error.js";
+import { LoopbackTestAgent } from "./loopback-test-agent.js";
+import { StaticAgentDiscovery } from "./static-agent-discovery.js";
+import { InvocationOutcome, WorkerBroker } from "./worker-broker.js";
+
+// The broker gives back every worker it takes and lists what it holds in its
+// heartbeats: the real broker and agent client pool over gRPC, in front of the
+// LoopbackTestAgent stand-in.
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
+
+const FN = { namespace: "default", name: "fn" };
+const logger = createLogger("worker-broker-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
+
+describe("WorkerBroker gives back every worker it takes", () => {
+  let agent: LoopbackTestAgent;
+  let agents: AgentClientPool;
+  let broker: WorkerBroker;
+
+  async function start(opts: { warmHoldMs?: number; acquireTimeoutMs?: number } = {}): Promise<void> {
+    agent = new LoopbackTestAgent();
+    const url = await agent.listen();
+    agents = new AgentClientPool(new StaticAgentDiscovery([url]), "gw-broker-test", 50, logger);
+    await agents.start();
+    broker = new WorkerBroker(agents, 60_000, logger, opts.warmHoldMs ?? 0, opts.acquireTimeoutMs);
+  }
+
+  afterEach(async () => {
+    await broker.releaseHeld();
+    await until(() => agent.busyLeases().length === 0, "every worker released at the agent");
+    expect(agents.list()[0].leases.size).toBe(0);
+    await agents.stop();
+    await agent.close();
+  });
+
+  it("an acquire that times out is cancelled at the agent, whose worker then serves the next call", async () => {
+    await start({ acquireTimeoutMs: 150 });
+    agent.coldStartDelayMs = 400;
+    const err = await broker.acquire(FN).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LambdaApiError);
+    // The agent saw the cancellation (the gRPC deadline) and handed nothing out.
+    await until(() => agent.cancelledAcquires === 1, "acquire cancelled at the agent");
+    expect(agent.busyLeases()).toEqual([]);
+    expect(agents.list()[0].leases.size).toBe(0);
+    agent.coldStartDelayMs = 0;
+    const lease = await broker.acquire(FN);
+    expect(lease.startKind).toBe("warm");
+    expect(agent.workerCount()).toBe(1);
+    broker.release(lease, InvocationOutcome.SUCCESS);
+  });
+
+  it("a worker the agent brings after a hand-off served the caller is held, listed, then released", async () => {
+    await start({ warmHoldMs: 150 });
+    const first = await broker.acquire(FN);
+    agent.coldStartDelayMs = 300;
+    // This caller needs a cold start; the first worker, released meanwhile, serves it instead.
+    const second = broker.acquire(FN);
+    await new Promise((r) => setTimeout(r, 50));
+    broker.release(first, InvocationOutcome.SUCCESS);
+    const got = await second;
+    expect(got.workerId).toBe(first.workerId);
+    // The cold-started worker arrives later: not lost, held by the gateway and listed in heartbeats.
+    await until(() => agent.workerCount() === 2 && agent.busyLeases().length === 2, "spare worker arrived");
+    const spare = agent.busyLeases().find((l) => l !== got.leaseId)!;
+    await until(() => agent.lastListedLeases?.includes(spare) === true, "spare lease listed");
+    broker.release(got, InvocationOutcome.SUCCESS);
+    // Both go back to the agent once their warm hold ends.
+    await until(() => agent.busyLeases().length === 0, "both released");
+    await until(() => agent.lastListedLeases?.length === 0, "nothing listed");
+  });
+});
