@@ -154,23 +154,27 @@ export class LambdaFunctionReconciler {
     return h.client;
   }
 
-  /** Reconciles one function (`namespace/name`). */
-  async reconcile(key: string): Promise<WorkResult> {
+  /**
+   * Reconciles one function (`namespace/name`). When `signal` fires (the
+   * controller lost its leadership), agent calls in flight are cancelled and the
+   * reconcile rejects without writing status for what it could not finish.
+   */
+  async reconcile(key: string, signal?: AbortSignal): Promise<WorkResult> {
     const fn = this.options.source.get(key);
-    if (!fn) return this.forget(key);
-    if (fn.metadata.deletionTimestamp) return this.finalize(key, fn);
+    if (!fn) return this.forget(key, signal);
+    if (fn.metadata.deletionTimestamp) return this.finalize(key, fn, signal);
     const withFinalizer =
       this.options.source.mode === "kubernetes" ? await this.options.source.ensureFinalizer(fn) : fn;
-    return this.sync(key, { ...withFinalizer, status: fn.status });
+    return this.sync(key, { ...withFinalizer, status: fn.status }, signal);
   }
 
   /** The function disappeared from the source without our cleanup (folder file removed, finalizer removed by hand). */
-  private async forget(key: string): Promise<WorkResult> {
+  private async forget(key: string, signal?: AbortSignal): Promise<WorkResult> {
     const placement = this.placements.get(key);
     if (!placement) return;
     if (!this.options.agents.isSynced())
       throw new ReconcileError(`function ${key} removed; waiting for the agent directory to sync`);
-    const out = await this.destroyOnKnownAgents(key);
+    const out = await this.destroyOnKnownAgents(key, signal);
     if (out.pending.length > 0)
       throw new ReconcileError(`function ${key} removed; workers not yet destroyed on ${pendingText(out)}`);
     this.placements.delete(key);
@@ -185,7 +189,7 @@ export class LambdaFunctionReconciler {
    * WorkersDestroyed=False (and Ready=False) with reason WaitingForAgents, a
    * Warning Event says why, and the key is retried with the work queue's backoff.
    */
-  private async finalize(key: string, fn: LambdaFunction): Promise<WorkResult> {
+  private async finalize(key: string, fn: LambdaFunction, signal?: AbortSignal): Promise<WorkResult> {
     if (!fn.metadata.finalizers?.includes(WORKERS_FINALIZER)) return;
     const agents = this.options.agents;
     if (!agents.isSynced())
@@ -193,7 +197,7 @@ export class LambdaFunctionReconciler {
         fn,
         "the controller does not know the ESB agents yet (agent directory not synced); the finalizer stays until every agent has destroyed the function's workers",
       );
-    const out = await this.destroyOnKnownAgents(key);
+    const out = await this.destroyOnKnownAgents(key, signal);
     if (out.pending.length > 0)
       return this.waitForAgents(
         fn,
@@ -250,7 +254,7 @@ export class LambdaFunctionReconciler {
    * each address called once. An agent without an address, or whose call
    * failed, is pending: it may still run the function's workers.
    */
-  async destroyOnKnownAgents(key: string): Promise<DestroyOutcome> {
+  async destroyOnKnownAgents(key: string, signal?: AbortSignal): Promise<DestroyOutcome> {
     const ref = parseFunctionKey(key);
     const known = this.options.agents.known();
     const urls = [...new Set(known.flatMap((a) => (a.url ? [a.url] : [])))];
@@ -261,7 +265,7 @@ export class LambdaFunctionReconciler {
         try {
           const res = await this.client({ name: agent.name, url }).destroyFunction(
             { function: ref },
-            { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+            { timeoutMs: this.options.callTimeoutMs ?? 30_000, signal },
           );
           results.set(url, { ok: true, destroyed: res.destroyedWorkers });
         } catch (err) {
@@ -270,6 +274,8 @@ export class LambdaFunctionReconciler {
         }
       }),
     );
+    // Cancelled calls are not "pending" agents: the caller must not report them.
+    signal?.throwIfAborted();
     const out: DestroyOutcome = { destroyed: 0, cleaned: [], pending: [] };
     for (const r of results.values()) if (r.ok) out.destroyed += r.destroyed;
     for (const a of known) {
@@ -289,7 +295,7 @@ export class LambdaFunctionReconciler {
    * agent directory are synced: only then is "missing" known to mean "gone".
    * Agents that do not answer are skipped until the next sweep.
    */
-  async collectOrphans(): Promise<OrphanCollection[]> {
+  async collectOrphans(signal?: AbortSignal): Promise<OrphanCollection[]> {
     const { source, agents } = this.options;
     if (!source.isSynced() || !agents.isSynced()) return [];
     const grace = this.options.orphanGraceMs ?? 60_000;
@@ -297,11 +303,12 @@ export class LambdaFunctionReconciler {
     const seen = new Set<string>();
     const collected: OrphanCollection[] = [];
     for (const agent of agents.list()) {
+      signal?.throwIfAborted();
       let keys: string[];
       try {
         const res = await this.client(agent).listWorkers(
           {},
-          { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+          { timeoutMs: this.options.callTimeoutMs ?? 30_000, signal },
         );
         keys = [
           ...new Set(
@@ -329,10 +336,11 @@ export class LambdaFunctionReconciler {
           continue;
         }
         if (Date.now() - since < grace || source.get(key)) continue;
+        signal?.throwIfAborted();
         try {
           const res = await this.client(agent).destroyFunction(
             { function: parseFunctionKey(key) },
-            { timeoutMs: this.options.callTimeoutMs ?? 30_000 },
+            { timeoutMs: this.options.callTimeoutMs ?? 30_000, signal },
           );
           this.orphanSince.delete(id);
           collected.push({ agent: agent.name, function: key, destroyedWorkers: res.destroyedWorkers });
@@ -353,7 +361,7 @@ export class LambdaFunctionReconciler {
     return collected;
   }
 
-  private async sync(key: string, fn: LambdaFunction): Promise<WorkResult> {
+  private async sync(key: string, fn: LambdaFunction, signal?: AbortSignal): Promise<WorkResult> {
     const generation = fn.metadata.generation ?? 1;
     const problem = this.validate(fn);
     if (problem) {
@@ -391,14 +399,14 @@ export class LambdaFunctionReconciler {
     });
     // First pass on every agent; agents that do not answer get no share, and the
     // others are asked again with the shares recomputed over the reachable ones.
-    let outcomes = await this.prepareAll(fn, code, revision, agents, shares(agents));
+    let outcomes = await this.prepareAll(fn, code, revision, agents, shares(agents), signal);
     const reachable = agents.filter((a) => !outcomes.find((o) => o.agent.url === a.url)?.unreachable);
     if (
       reachable.length > 0 &&
       reachable.length < agents.length &&
       (provisioned > 0 || reserved !== undefined)
     ) {
-      const second = await this.prepareAll(fn, code, revision, reachable, shares(reachable));
+      const second = await this.prepareAll(fn, code, revision, reachable, shares(reachable), signal);
       outcomes = outcomes.map((o) => second.find((s) => s.agent.url === o.agent.url) ?? o);
     }
     const ok = outcomes.filter((o) => o.ok);
@@ -554,6 +562,7 @@ export class LambdaFunctionReconciler {
     revision: string,
     agents: AgentEndpoint[],
     shares: Shares,
+    signal?: AbortSignal,
   ): Promise<PrepareOutcome[]> {
     return Promise.all(
       agents.map(async (agent): Promise<PrepareOutcome> => {
@@ -565,7 +574,7 @@ export class LambdaFunctionReconciler {
         try {
           const res = await this.client(agent).prepareFunction(
             { spec },
-            { timeoutMs: this.options.prepareTimeoutMs ?? 300_000 },
+            { timeoutMs: this.options.prepareTimeoutMs ?? 300_000, signal },
           );
           return {
             agent,
@@ -576,6 +585,8 @@ export class LambdaFunctionReconciler {
             warmWorkers: res.warmWorkers,
           };
         } catch (err) {
+          // Cancelled, not failed: reject so that no PrepareFailed status is written for it.
+          signal?.throwIfAborted();
           const e = ConnectError.from(err);
           const unreachable =
             e.code === Code.Unavailable || e.code === Code.DeadlineExceeded || e.code === Code.Unknown;

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
-import { CoordinationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { createServer, connect, type Server, type Socket } from "node:net";
+import { CoordinationV1Api, CustomObjectsApi, KubeConfig, V1MicroTime } from "@kubernetes/client-node";
 import { createLogger, type LambdaFunction } from "@esb/common";
 import { StaticAgentDirectory } from "./agent-directory.js";
 import { Controller } from "./controller.js";
@@ -11,6 +12,7 @@ import {
   installCrd,
   loadTestKubeConfig,
 } from "./kube-test-support.js";
+import { LeaderElector, type LeaderElectionOptions } from "./leader-election.js";
 import { RecordingTestAgent } from "./recording-test-agent.js";
 
 const logger = createLogger("controller-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
@@ -37,13 +39,14 @@ describe("two controller replicas with leader election", () => {
         gatewayUrl: "http://gw:9000",
         logger,
         baseRetryDelayMs: 100,
-        // Shorter than the defaults (15 s / 10 s / 2 s) so that the test does not wait long.
+        // A lease duration far longer than the takeover the test allows: only the
+        // released lease (not its expiry) can let the follower lead in time.
         leaderElection: {
           kubeConfig: kc,
           leaseName: "esb-controller",
           namespace,
           identity,
-          leaseDurationMs: 4000,
+          leaseDurationMs: 30_000,
           renewDeadlineMs: 3000,
           retryPeriodMs: 300,
         },
@@ -113,7 +116,9 @@ describe("two controller replicas with leader election", () => {
 
     // The leader stops (releasing the lease); the other replica takes over and reconciles.
     await controllers[leaderIndex].stop();
-    await eventually("follower leads", () => controllers[follower].isLeader);
+    const released = Date.now();
+    await eventually("follower leads", () => controllers[follower].isLeader, 5000);
+    expect(Date.now() - released).toBeLessThan(5000);
     await eventually(
       "follower prepares",
       () => agents[follower].callsFor("PrepareFunction", `${namespace}/fn`).length > 0,
@@ -127,5 +132,258 @@ describe("two controller replicas with leader election", () => {
       ),
     );
     expect(agents[follower].callsFor("DestroyFunction", `${namespace}/fn`).length).toBeGreaterThan(0);
+  });
+});
+
+/**
+ * A TCP relay in front of the API server that can silently swallow all traffic
+ * (a network partition: requests hang rather than fail).
+ */
+class PartitionableProxy {
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  partitioned = false;
+
+  async start(target: URL): Promise<string> {
+    this.server = createServer((client) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => undefined);
+      }
+      client.on("data", (d) => void (this.partitioned || upstream.write(d)));
+      upstream.on("data", (d) => void (this.partitioned || client.write(d)));
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((r) => this.server!.listen(0, "127.0.0.1", r));
+    const { port } = this.server.address() as { port: number };
+    return `https://127.0.0.1:${port}`;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise((r) => this.server?.close(r));
+  }
+}
+
+/** A copy of `kc` that reaches the API server at `server`. */
+function kubeConfigVia(kc: KubeConfig, server: string): KubeConfig {
+  const copy = new KubeConfig();
+  copy.loadFromString(kc.exportConfig());
+  const cluster = copy.getCurrentCluster()!;
+  (cluster as { server: string }).server = server;
+  return copy;
+}
+
+/** A LeaderElector that records when it started and stopped leading. */
+function candidate(
+  kc: KubeConfig,
+  options: Omit<LeaderElectionOptions, "onStartedLeading" | "onStoppedLeading" | "logger">,
+) {
+  const events: Array<{ leading: boolean; at: number }> = [];
+  const elector = new LeaderElector(kc, {
+    ...options,
+    logger,
+    onStartedLeading: () => void events.push({ leading: true, at: Date.now() }),
+    onStoppedLeading: () => void events.push({ leading: false, at: Date.now() }),
+  });
+  const when = (leading: boolean) => events.find((e) => e.leading === leading)?.at;
+  return { elector, events, started: () => when(true), stopped: () => when(false) };
+}
+
+describe("LeaderElector against the real kube-apiserver", () => {
+  let kc: KubeConfig;
+  let leases: CoordinationV1Api;
+  let namespace: string;
+  const stops: Array<() => Promise<unknown>> = [];
+
+  beforeAll(async () => {
+    kc = loadTestKubeConfig();
+    leases = kc.makeApiClient(CoordinationV1Api);
+    namespace = await createTestNamespace(kc, "esb-le-unit");
+  });
+
+  afterAll(async () => {
+    for (const stop of stops) await stop().catch(() => undefined);
+    if (namespace) await deleteTestNamespace(kc, namespace);
+  });
+
+  /** Writes the lease as `holder` would, whose clock is `skewMs` off the real one; creates it if needed. */
+  async function writeLease(
+    name: string,
+    holder: string,
+    leaseDurationSeconds: number,
+    skewMs = 0,
+  ): Promise<void> {
+    const spec = {
+      holderIdentity: holder,
+      leaseDurationSeconds,
+      renewTime: new V1MicroTime(Date.now() + skewMs),
+    };
+    // The elector may renew between our read and write (409): read again, as any writer would.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const lease = await leases.readNamespacedLease({ name, namespace });
+        await leases.replaceNamespacedLease({
+          name,
+          namespace,
+          body: { ...lease, spec: { ...lease.spec, ...spec } },
+        });
+        return;
+      } catch (err) {
+        const code = (err as { code?: number }).code;
+        if (code === 409 && attempt < 10) continue;
+        if (code !== 404) throw err;
+        await leases.createNamespacedLease({ namespace, body: { metadata: { name }, spec } });
+        return;
+      }
+    }
+  }
+
+  it.each([
+    ["ahead", 3_600_000],
+    ["behind", -3_600_000],
+  ])(
+    "a candidate whose clock is an hour %s waits the lease duration on its own clock after the last change it saw",
+    async (_label, skewMs) => {
+      const name = `skew-${skewMs > 0 ? "ahead" : "behind"}`;
+      // A live holder that renews every 300 ms for 1.5 s, then dies. Its clock is off
+      // the other way, so that comparing its renewTime with any clock goes wrong.
+      await writeLease(name, "other-node", 2, -skewMs);
+      const c = candidate(kc, {
+        leaseName: name,
+        namespace,
+        identity: "skewed",
+        leaseDurationMs: 2000,
+        renewDeadlineMs: 1500,
+        retryPeriodMs: 100,
+        now: () => Date.now() + skewMs,
+      });
+      stops.push(() => c.elector.stop());
+      c.elector.start();
+      let lastWrite = 0;
+      for (let i = 0; i < 5; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        await writeLease(name, "other-node", 2, -skewMs);
+        lastWrite = Date.now();
+      }
+      expect(c.started()).toBeUndefined();
+      const started = await eventually("the skewed candidate leads", () => c.started(), 10_000);
+      // Never before the record's 2 s since it last changed (a skewed-ahead clock
+      // comparing renewTime would have taken it at once; one behind, after an hour).
+      expect(started - lastWrite).toBeGreaterThanOrEqual(1900);
+      expect(started - lastWrite).toBeLessThan(3500);
+      const lease = await leases.readNamespacedLease({ name, namespace });
+      expect(lease.spec?.holderIdentity).toBe("skewed");
+      expect(lease.spec?.leaseTransitions).toBe(1);
+    },
+  );
+
+  it("a leader that sees another holder stops leading at once and its onStoppedLeading runs", async () => {
+    const c = candidate(kc, {
+      leaseName: "taken",
+      namespace,
+      identity: "leader",
+      leaseDurationMs: 4000,
+      renewDeadlineMs: 3000,
+      retryPeriodMs: 200,
+    });
+    stops.push(() => c.elector.stop());
+    c.elector.start();
+    await eventually("leads", () => c.started(), 10_000);
+    await writeLease("taken", "intruder", 60);
+    const taken = Date.now();
+    const stopped = await eventually("steps down", () => c.stopped(), 10_000);
+    expect(stopped - taken).toBeLessThan(1500);
+    expect(c.elector.isLeader).toBe(false);
+  });
+
+  it("a leader whose renewals cannot reach the API server steps down within the renew deadline, before anyone takes over", async () => {
+    const proxy = new PartitionableProxy();
+    stops.push(() => proxy.stop());
+    const server = await proxy.start(new URL(kc.getCurrentCluster()!.server));
+    const options = {
+      leaseName: "partition",
+      namespace,
+      leaseDurationMs: 4000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 200,
+    };
+    const a = candidate(kubeConfigVia(kc, server), { ...options, identity: "partitioned" });
+    stops.push(() => a.elector.stop());
+    a.elector.start();
+    await eventually("leads", () => a.started(), 10_000);
+    const b = candidate(kc, { ...options, identity: "standby" });
+    stops.push(() => b.elector.stop());
+    b.elector.start();
+    await new Promise((r) => setTimeout(r, 500));
+    proxy.partitioned = true;
+    const cut = Date.now();
+    const stopped = await eventually("the partitioned leader steps down", () => a.stopped(), 10_000);
+    // Its last renewal was sent before the cut: the deadline is counted from then (slack for a loaded machine).
+    expect(stopped - cut).toBeLessThanOrEqual(2000 + 500);
+    expect(stopped - cut).toBeGreaterThan(2000 - 600);
+    const started = await eventually("the standby leads", () => b.started(), 15_000);
+    expect(started).toBeGreaterThan(stopped);
+    expect(started - cut).toBeGreaterThanOrEqual(4000 - 600);
+  });
+
+  it("a controller that loses its lease aborts the reconcile in flight and writes nothing more", async () => {
+    await installCrd(kc);
+    const agent = await new RecordingTestAgent().start();
+    stops.push(() => agent.stop());
+    agent.prepareDelayMs = 120_000; // a slow image pull
+    const lost: boolean[] = [];
+    const controller = new Controller({
+      source: new KubernetesFunctionSource(kc, { namespace, logger }),
+      agents: new StaticAgentDirectory([agent.url]),
+      gatewayUrl: "http://gw:9000",
+      logger,
+      onLeadershipLost: ({ drained }) => void lost.push(drained),
+      leaderElection: {
+        kubeConfig: kc,
+        leaseName: "controller",
+        namespace,
+        identity: "controller",
+        leaseDurationMs: 4000,
+        renewDeadlineMs: 3000,
+        retryPeriodMs: 200,
+      },
+    });
+    stops.push(() => controller.stop());
+    await controller.start();
+    await eventually("leads", () => controller.isLeader, 10_000);
+    const api = kc.makeApiClient(CustomObjectsApi);
+    const target = { group, version, namespace, plural };
+    await api.createNamespacedCustomObject({
+      ...target,
+      body: {
+        apiVersion: `${group}/${version}`,
+        kind: "LambdaFunction",
+        metadata: { name: "slow" },
+        spec: { image: "localhost:5000/slow:1" },
+      },
+    });
+    await eventually(
+      "PrepareFunction in flight",
+      () => agent.callsFor("PrepareFunction", `${namespace}/slow`).length > 0,
+    );
+
+    await writeLease("controller", "new-leader", 60);
+    const taken = Date.now();
+    await eventually("the prepare is cancelled", () => agent.cancelled.length === 1, 5000);
+    expect(Date.now() - taken).toBeLessThan(1500);
+    expect(controller.isLeader).toBe(false);
+    await eventually("onLeadershipLost", () => lost.length === 1, 5000);
+    expect(lost).toEqual([true]);
+
+    // Nothing more from the deposed leader: no new agent calls, no status for the aborted prepare.
+    const calls = agent.calls.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(agent.calls.length).toBe(calls);
+    const fn = (await api.getNamespacedCustomObject({ ...target, name: "slow" })) as LambdaFunction;
+    expect(fn.status?.conditions ?? []).toEqual([]);
   });
 });

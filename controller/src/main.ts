@@ -150,6 +150,23 @@ async function main(argv: string[]): Promise<void> {
     orphanCollection: { graceMs: config.orphanGraceSeconds * 1000 },
     metrics,
     logger,
+    // On a lost lease the controller has already stopped its queue, aborted the
+    // reconciles in flight (agent calls included) and refuses further writes; the
+    // process stays up and campaigns again, so that when the API server was the
+    // problem a replica leads again as soon as it is back (a process that exits
+    // instead would be held in CrashLoopBackOff, possibly for minutes). Only when
+    // that work did not end in time (something ignored the abort) does the
+    // process exit, so that Kubernetes restarts it with nothing of the old term.
+    onLeadershipLost: ({ drained }) => {
+      if (drained) {
+        logger.warn("lost the lease: reconciling stopped; campaigning again");
+        return;
+      }
+      logger.fatal(
+        "lost the lease and reconciles in flight did not stop; exiting so that nothing of the old term survives",
+      );
+      process.exit(1);
+    },
     leaderElection:
       kc && config.leaderElection
         ? {

@@ -1,6 +1,6 @@
 import { createServer, type Http2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AgentService, WorkerState, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
 
@@ -27,6 +27,14 @@ export class RecordingTestAgent {
   failPrepare?: ConnectError;
   /** When set, every call fails with this error (an agent that is listed but does not work). */
   failAll?: ConnectError;
+  /**
+   * When set, PrepareFunction takes this long before it answers (a slow image
+   * pull); a call cancelled by its caller meanwhile ends at once and is listed
+   * in {@link cancelled}.
+   */
+  prepareDelayMs?: number;
+  /** Calls that their caller cancelled while they ran (see {@link prepareDelayMs}). */
+  readonly cancelled: RecordedCall[] = [];
   private server?: Http2Server;
   private readonly sessions = new Set<import("node:http2").ServerHttp2Session>();
   url = "";
@@ -39,12 +47,14 @@ export class RecordingTestAgent {
     const host = options.host ?? "127.0.0.1";
     const routes = (router: ConnectRouter) =>
       router.service(AgentService, {
-        prepareFunction: async (req) => {
+        prepareFunction: async (req, ctx) => {
           const spec = req.spec!;
           const key = `${spec.ref?.namespace}/${spec.ref?.name}`;
-          this.calls.push({ method: "PrepareFunction", key, spec });
+          const call: RecordedCall = { method: "PrepareFunction", key, spec };
+          this.calls.push(call);
           if (this.failAll) throw this.failAll;
           if (this.failPrepare) throw this.failPrepare;
+          if (this.prepareDelayMs) await this.delay(this.prepareDelayMs, ctx.signal, call);
           this.functions.set(key, spec);
           const n = spec.provisionedConcurrency;
           return { imageDigest: "sha256:" + "ab".repeat(32), readyWorkers: n, warmWorkers: n };
@@ -101,6 +111,22 @@ export class RecordingTestAgent {
       generation: 1n,
       revision: "external",
     } as unknown as FunctionSpec);
+  }
+
+  /** Waits `ms`, or rejects as soon as the caller cancels (recording the call as cancelled). */
+  private delay(ms: number, signal: AbortSignal, call: RecordedCall): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, ms);
+      signal.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          this.cancelled.push(call);
+          reject(new ConnectError("cancelled by the caller", Code.Canceled));
+        },
+        { once: true },
+      );
+    });
   }
 
   /** Calls of one method for one function. */

@@ -89,4 +89,36 @@ describe("WorkQueue", () => {
     await q.stop();
     expect(calls).toBe(3);
   });
+
+  it("aborts handlers in flight on stop({ abort: true }) and neither retries nor reports them", async () => {
+    const results: string[] = [];
+    let calls = 0;
+    let abortedWith: unknown;
+    const q = new WorkQueue(
+      (_key, signal) => {
+        calls++;
+        // A handler that would run for a long time unless its signal fires.
+        return new Promise<void>((_resolve, reject) => {
+          signal.addEventListener("abort", () => {
+            abortedWith = signal.reason;
+            reject(new Error("aborted"));
+          });
+        });
+      },
+      { baseDelayMs: 1, onResult: (key, outcome) => results.push(`${key} ${outcome}`) },
+    );
+    q.start();
+    q.add("k");
+    await until(() => calls === 1);
+    const reason = new Error("leadership lost");
+    const started = Date.now();
+    await q.stop({ abort: true, reason });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(abortedWith).toBe(reason);
+    expect(q.signal.aborted).toBe(true);
+    q.add("k");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(calls).toBe(1);
+    expect(results).toEqual([]);
+  });
 });

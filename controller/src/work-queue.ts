@@ -22,7 +22,8 @@ export interface WorkQueueOptions {
  * key is never handled twice at the same time (adding it while it is handled
  * runs it again afterwards), a handler that throws is retried after an
  * exponential backoff (reset on success), and a handler may ask to be run again
- * later (`requeueAfterMs`).
+ * later (`requeueAfterMs`). Every handler gets the queue's AbortSignal, which
+ * `stop({ abort: true })` fires so that work in flight ends at once.
  */
 export class WorkQueue {
   private readonly queue = new Set<string>();
@@ -33,12 +34,14 @@ export class WorkQueue {
   private readonly inFlight = new Set<Promise<void>>();
   private running = false;
   private stopped = false;
+  /** Shared by every handler run: one abort cancels all the work in flight. */
+  private readonly abortController = new AbortController();
   private readonly concurrency: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
 
   constructor(
-    private readonly handler: (key: string) => Promise<WorkResult>,
+    private readonly handler: (key: string, signal: AbortSignal) => Promise<WorkResult>,
     private readonly options: WorkQueueOptions = {},
   ) {
     this.concurrency = options.concurrency ?? 2;
@@ -57,13 +60,24 @@ export class WorkQueue {
     this.pump();
   }
 
-  /** Stops taking keys, cancels delayed ones and waits for running handlers. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking keys, cancels delayed ones and waits for running handlers.
+   * With `abort`, the handlers' signal fires first (synchronously, before this
+   * returns its promise), so they are asked to end now rather than finish; their
+   * failures are then neither retried nor reported.
+   */
+  async stop(options: { abort?: boolean; reason?: unknown } = {}): Promise<void> {
     this.running = false;
     this.stopped = true;
     for (const { timer } of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
+    if (options.abort) this.abortController.abort(options.reason ?? new Error("work queue stopped"));
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** The signal every handler gets; aborted by `stop({ abort: true })`. */
+  get signal(): AbortSignal {
+    return this.abortController.signal;
   }
 
   /** Queues `key` now. */
@@ -111,12 +125,18 @@ export class WorkQueue {
 
   private async runOne(key: string): Promise<void> {
     const started = Date.now();
+    const signal = this.abortController.signal;
     try {
-      const result = await this.handler(key);
+      const result = await this.handler(key, signal);
       this.failures.delete(key);
       this.options.onResult?.(key, "success", Date.now() - started);
       if (result && result.requeueAfterMs !== undefined) this.addAfter(key, result.requeueAfterMs);
     } catch (err) {
+      if (signal.aborted) {
+        // Cancelled on purpose (e.g. leadership lost): not a failure, and not retried here.
+        this.options.logger?.debug({ key, err: String((err as Error)?.message ?? err) }, "handler aborted");
+        return;
+      }
       const n = (this.failures.get(key) ?? 0) + 1;
       this.failures.set(key, n);
       const delay = Math.min(this.baseDelayMs * 2 ** (n - 1), this.maxDelayMs);
