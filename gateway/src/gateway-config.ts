@@ -39,11 +39,33 @@ export interface GatewayConfig {
   warmHoldMs: number;
   /** How often agents are heartbeaten and their pools polled (`GATEWAY_HEARTBEAT_MS`). */
   heartbeatMs: number;
-  /** Most Event invocations waiting in the queue (`GATEWAY_EVENT_QUEUE_SIZE`); beyond: 429. */
+  /**
+   * File of the durable Event store (`GATEWAY_EVENT_STORE`, an SQLite database,
+   * created if missing; `esb up` sets `<stateDir>/gateway/events.db`). Set:
+   * accepted Events survive gateway restarts and crashes. Unset: they are kept
+   * in memory only (lost when the gateway stops).
+   */
+  eventStore?: string;
+  /**
+   * Most Event invocations stored and not yet finished (`GATEWAY_EVENT_QUEUE_SIZE`;
+   * default 100,000 with a store, 1,000 in memory); beyond: 429.
+   */
   eventQueueSize: number;
+  /**
+   * Most bytes of Event payloads stored and not yet finished (`GATEWAY_EVENT_QUEUE_BYTES`;
+   * default 256 MiB with a store, 64 MiB in memory); beyond: 429.
+   */
+  eventQueueBytes: number;
+  /** MaximumRetryAttempts of Event invocations (`GATEWAY_EVENT_MAX_RETRY_ATTEMPTS`, 0–2, default 2). */
+  eventMaxRetryAttempts: number;
+  /** MaximumEventAgeInSeconds (`GATEWAY_EVENT_MAX_AGE_SECONDS`, 60–21600, default 21600). */
+  eventMaxAgeSeconds: number;
   /** Event invocations run at once (`GATEWAY_EVENT_CONCURRENCY`). */
   eventConcurrency: number;
-  /** Delays before the two retries of a failed Event invocation (`GATEWAY_EVENT_RETRY_DELAYS_MS`). */
+  /**
+   * Delays before the two retries of a failed Event invocation (`GATEWAY_EVENT_RETRY_DELAYS_MS`);
+   * the first is also the base of the exponential backoff after throttles and system errors.
+   */
   eventRetryDelaysMs: number[];
   /** Largest RequestResponse payload in bytes (6 MB, as AWS). */
   maxSyncPayloadBytes: number;
@@ -126,6 +148,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
       "GATEWAY_EVENT_RETRY_DELAYS_MS: expected two delays (Event invocations are retried twice)",
     );
   }
+  const eventStore = env.GATEWAY_EVENT_STORE?.trim() || undefined;
   const credentialsFile = env.GATEWAY_CREDENTIALS_FILE?.trim() || undefined;
   const authScope = env.GATEWAY_AUTH_SCOPE?.trim() || "invokeApi";
   if (authScope !== "invokeApi" && authScope !== "all") {
@@ -151,7 +174,17 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     leaseMs: integer(env, "GATEWAY_LEASE_MS", 30000, 1000, 3_600_000),
     warmHoldMs: integer(env, "GATEWAY_WARM_HOLD_MS", 20, 0, 60_000),
     heartbeatMs: integer(env, "GATEWAY_HEARTBEAT_MS", 1000, 100, 60_000),
-    eventQueueSize: integer(env, "GATEWAY_EVENT_QUEUE_SIZE", 1000, 1, 1_000_000),
+    eventStore,
+    eventQueueSize: integer(env, "GATEWAY_EVENT_QUEUE_SIZE", eventStore ? 100_000 : 1000, 1, 10_000_000),
+    eventQueueBytes: integer(
+      env,
+      "GATEWAY_EVENT_QUEUE_BYTES",
+      (eventStore ? 256 : 64) * 1024 * 1024,
+      1,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    eventMaxRetryAttempts: integer(env, "GATEWAY_EVENT_MAX_RETRY_ATTEMPTS", 2, 0, 2),
+    eventMaxAgeSeconds: integer(env, "GATEWAY_EVENT_MAX_AGE_SECONDS", 21600, 60, 21600),
     eventConcurrency: integer(env, "GATEWAY_EVENT_CONCURRENCY", 8, 1, 10_000),
     eventRetryDelaysMs: delays,
     maxSyncPayloadBytes: 6 * 1024 * 1024,

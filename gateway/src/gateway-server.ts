@@ -6,6 +6,8 @@ import type { Logger } from "@esb/common";
 import { AgentClientPool } from "./agent-client-pool.js";
 import type { AgentDiscovery } from "./agent-discovery.js";
 import { EventInvocationQueue } from "./event-invocation-queue.js";
+import { MemoryEventStore, type EventStore } from "./event-store.js";
+import { SqliteEventStore } from "./event-store-sqlite.js";
 import { FunctionInvoker } from "./function-invoker.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { GatewayConfig } from "./gateway-config.js";
@@ -85,13 +87,18 @@ export class GatewayServer {
     const invoker = new FunctionInvoker(broker, this.workers, logger);
     const recorder = new InvocationRecorder(this.metrics, logger);
     this.eventQueue = new EventInvocationQueue(
+      openEventStore(config, logger),
       invoker,
+      registry,
       recorder,
       this.metrics,
       logger,
-      config.eventQueueSize,
-      config.eventConcurrency,
-      config.eventRetryDelaysMs,
+      {
+        concurrency: config.eventConcurrency,
+        retryDelaysMs: config.eventRetryDelaysMs,
+        maxRetryAttempts: config.eventMaxRetryAttempts,
+        maxEventAgeSeconds: config.eventMaxAgeSeconds,
+      },
     );
     this.invokeApi = new InvokeApiHandler(
       registry,
@@ -133,6 +140,8 @@ export class GatewayServer {
     this.metrics.routeConflicts.set(this.registry.routes().conflicts.length);
     this.registry.onChange(() => this.metrics.routeConflicts.set(this.registry.routes().conflicts.length));
     await this.agents.start();
+    // Stored events need the function listing; they are queued before new ones can arrive.
+    this.eventQueue.start();
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", reject);
       this.server.listen(this.config.port, this.config.host, () => resolve());
@@ -150,14 +159,14 @@ export class GatewayServer {
     return port;
   }
 
-  /** Stops listening, drops queued events and closes all connections. */
   /**
    * Stops accepting requests, lets invocations in progress finish (at most
-   * `graceMs`, then their connections are cut), gives every worker back to its
-   * agent, and closes the agent connections and the registry.
+   * `graceMs`, then their connections are cut; Event deliveries not finished by
+   * then stay in a durable event store for the next start), gives every worker
+   * back to its agent, and closes the agent connections and the registry.
    */
   async stop(graceMs = 10_000): Promise<void> {
-    this.eventQueue.close();
+    const eventsClosed = this.eventQueue.close(graceMs);
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => this.server.closeAllConnections(), graceMs);
       force.unref();
@@ -167,6 +176,7 @@ export class GatewayServer {
       });
       this.server.closeIdleConnections();
     });
+    await eventsClosed;
     await this.broker.releaseHeld();
     await this.agents.stop();
     await this.registry.stop();
@@ -225,6 +235,26 @@ export class GatewayServer {
       `Unknown operation: ${req.method} ${path} (ESB serves Invoke at POST /2015-03-31/functions/{FunctionName}/invocations)`,
     ).send(res, randomUUID());
   }
+}
+
+/** Bounds of the dead letters kept: the oldest are evicted, with a log line each, beyond. */
+const MAX_DEAD_LETTERS = 10_000;
+
+/** The durable store when `GATEWAY_EVENT_STORE` names one, else a bounded in-memory one. */
+function openEventStore(config: GatewayConfig, logger: Logger): EventStore {
+  const limits = {
+    maxCount: config.eventQueueSize,
+    maxBytes: config.eventQueueBytes,
+    maxDeadLetters: MAX_DEAD_LETTERS,
+  };
+  const onEvict = (d: { requestId: string; namespace: string; name: string; reason: string }) =>
+    logger.warn(
+      { requestId: d.requestId, function: `${d.namespace}/${d.name}`, reason: d.reason },
+      "oldest dead letter evicted (dead-letter limit reached)",
+    );
+  return config.eventStore
+    ? new SqliteEventStore(config.eventStore, limits, onEvict)
+    : new MemoryEventStore(limits, onEvict);
 }
 
 function text(res: ServerResponse, status: number, body: string): void {

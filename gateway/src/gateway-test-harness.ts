@@ -22,11 +22,20 @@ export class GatewayTestHarness {
   async start(manifests: string, env: Record<string, string> = {}): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), "esb-gateway-test-"));
     await writeFile(join(this.dir, "functions.yaml"), manifests);
-    const agentUrl = await this.agent.listen();
+    await this.agent.listen();
+    await this.startGateway(env);
+  }
+
+  /**
+   * Starts a new gateway (replacing {@link gateway}) on the same functions
+   * folder and agent, e.g. after the previous one was stopped, to test what
+   * survives a restart.
+   */
+  async startGateway(env: Record<string, string> = {}): Promise<void> {
     const config = loadGatewayConfig({
       GATEWAY_PORT: "0",
       GATEWAY_HOST: "127.0.0.1",
-      AGENT_URLS: agentUrl,
+      AGENT_URLS: this.agent.url,
       FUNCTIONS_DIR: this.dir,
       GATEWAY_EVENT_RETRY_DELAYS_MS: "20,20",
       GATEWAY_HEARTBEAT_MS: "200",

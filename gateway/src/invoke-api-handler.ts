@@ -26,7 +26,8 @@ const INVOCATION_TYPES = new Set(["RequestResponse", "Event", "DryRun"]);
  * AWS SDKs and CLI speak it:
  *
  * - `X-Amz-Invocation-Type`: RequestResponse (default) → 200 with the function's
- *   result; Event → 202 once queued; DryRun → 204 when the function exists.
+ *   result; Event → 202 once stored (see EventInvocationQueue; a full queue is
+ *   TooManyRequestsException); DryRun → 204 when the function exists.
  * - `X-Amz-Log-Type: Tail` → `X-Amz-Log-Result` (base64 log tail from the worker).
  * - A failed function → 200 with `X-Amz-Function-Error: Unhandled`.
  * - Errors as AWS types (`x-amzn-errortype`): ResourceNotFoundException,

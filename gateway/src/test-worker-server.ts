@@ -18,6 +18,11 @@ import type { AddressInfo } from "node:net";
  * - anything else → `{functionName, requestId, clientContext, event, worker}`
  */
 export class TestWorkerServer {
+  /**
+   * Every invocation any test worker started, in order: a record outside the
+   * workers (they come and go), so tests can count what ran.
+   */
+  static readonly calls: { functionName: string; requestId: string; event: unknown }[] = [];
   private readonly server: Server;
   private busy = false;
   /** Invocations served. */
@@ -56,6 +61,7 @@ export class TestWorkerServer {
     const started = performance.now();
     const requestId = String(req.headers["x-amz-request-id"] ?? "unknown");
     const event = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>;
+    TestWorkerServer.calls.push({ functionName: this.functionName, requestId, event });
     const headers: Record<string, string> = { "content-type": "application/json" };
     let result: unknown;
     // For API Gateway events the test drives the function through the JSON request body.
