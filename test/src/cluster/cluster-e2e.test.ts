@@ -25,6 +25,10 @@ import {
   type LocalCluster,
 } from "./local-cluster.js";
 import { eventually } from "@esb/controller/kube-test-support";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { agentTransport, staticTokenSource } from "@esb/common/agent-credentials";
+import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { SANDBOX_PROBE_CODE } from "../e2e/sandbox-probe.js";
 
 const NS = "esb-system";
 const MINUTE = 60_000;
@@ -185,6 +189,80 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
       expect(missing.headers.get("x-amzn-errortype")).toBe("ResourceNotFoundException");
     },
     2 * MINUTE,
+  );
+
+  it(
+    "only ESB's ServiceAccounts reach the agent; a function reaches neither the agent, the API server nor another worker",
+    async () => {
+      // The agent listens on the node's address (host network).
+      const node = (await pods("agent"))[0].status.podIP!;
+      const agentUrl = `http://${node}:50051`;
+      const token = async (sa: string, ns: string) =>
+        (await kOk("create", "token", sa, "-n", ns, "--audience", "esb-agent", "--duration", "10m")).trim();
+      const agentAs = (t?: string) =>
+        createClient(AgentService, agentTransport(agentUrl, t ? staticTokenSource(t) : undefined));
+      const codeOf = (p: Promise<unknown>) =>
+        p.then(
+          () => "OK",
+          (e: unknown) => Code[ConnectError.from(e).code],
+        );
+      expect(await codeOf(agentAs().listWorkers({}))).toBe("Unauthenticated");
+      // A valid agent-audience token of a ServiceAccount that is not ESB's, and the gateway's on a controller method.
+      expect(await codeOf(agentAs(await token("default", "default")).listWorkers({}))).toBe(
+        "PermissionDenied",
+      );
+      expect(await codeOf(agentAs(await token("esb-gateway", NS)).listWorkers({}))).toBe("PermissionDenied");
+      // A token for the Kubernetes API itself is not a token for the agent.
+      const apiToken = (await kOk("create", "token", "esb-controller", "-n", NS, "--duration", "10m")).trim();
+      expect(await codeOf(agentAs(apiToken).listWorkers({}))).toBe("Unauthenticated");
+      const { workers } = await agentAs(await token("esb-controller", NS)).listWorkers({});
+      const neighbour = workers.find((w) => w.function?.name === "items-api");
+      expect(neighbour).toBeDefined();
+      const [workerHost, workerPort] = neighbour!.address.split(":");
+
+      expectSuccess(
+        await kubectl(
+          cluster.kubeconfig,
+          ["apply", "-f", "-"],
+          stringify({
+            apiVersion: "esb.dev/v1alpha1",
+            kind: "LambdaFunction",
+            metadata: { name: "probe", namespace: "default" },
+            spec: {
+              runtime: "nodejs24.x",
+              handler: "index.handler",
+              timeout: 30,
+              code: { inline: { "index.mjs": SANDBOX_PROBE_CODE } },
+            },
+          }),
+        ),
+        "kubectl apply probe",
+      );
+      await eventually("probe Ready", () => lfReady("probe"), 3 * MINUTE);
+      const res = await invoke("probe", {
+        targets: [
+          { name: "agent", host: node, port: 50051 },
+          { name: "apiServer", host: "10.96.0.1", port: 443 },
+          { name: "otherWorker", host: workerHost, port: Number(workerPort) },
+        ],
+      });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as {
+        status: Record<string, string>;
+        writes: Record<string, string>;
+        connects: Record<string, string>;
+      };
+      expect(body.status).toMatchObject({ Seccomp: "2", NoNewPrivs: "1", CapEff: "0000000000000000" });
+      expect(body.status.Uid.split("\t")[0]).not.toBe("0");
+      expect(body.writes).toEqual({ root: "EROFS", task: "EROFS", tmp: "written" });
+      expect(body.connects).toEqual({
+        agent: "EHOSTUNREACH",
+        apiServer: "EHOSTUNREACH",
+        otherWorker: "EHOSTUNREACH",
+      });
+      await kOk("delete", "lf", "probe", "--wait=true", "--timeout=120s");
+    },
+    5 * MINUTE,
   );
 
   it(

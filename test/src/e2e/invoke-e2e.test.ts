@@ -7,6 +7,7 @@ import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from "@aws
 import { createServer, type AddressInfo } from "node:net";
 import { resolvConfNameservers } from "@esb/agent/network/worker-firewall";
 import { E2eStack, waitFor, type E2eFunction } from "./e2e-stack.js";
+import { SANDBOX_PROBE_CODE } from "./sandbox-probe.js";
 
 /** One handler for every scenario; the event says what to do. */
 const HANDLER_CODE = `
@@ -51,28 +52,6 @@ const SHELL_BOOTSTRAP = [
 const SLOW_INIT_CODE = `
 await new Promise((r) => setTimeout(r, 4000));
 export const handler = async (event) => ({ initialised: true, event });
-`;
-
-// Probes its own sandbox from the inside and tries the connections the test names.
-const SANDBOX_PROBE_CODE = `
-import { readFileSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
-const attempt = (host, port) => new Promise((resolve) => {
-  const s = connect({ host, port, timeout: 3000 });
-  s.once("connect", () => { s.destroy(); resolve("connected"); });
-  s.once("timeout", () => { s.destroy(); resolve("timeout"); });
-  s.once("error", (e) => resolve(e.code));
-});
-const tryWrite = (path) => { try { writeFileSync(path, "x"); return "written"; } catch (e) { return e.code; } };
-export const handler = async (event) => {
-  const status = Object.fromEntries(readFileSync("/proc/self/status", "utf8").split("\\n")
-    .map((l) => l.split(":\\t")).filter((p) => p.length === 2));
-  const connects = {};
-  for (const t of event.targets) connects[t.name] = await attempt(t.host, t.port);
-  let resolvConf;
-  try { resolvConf = readFileSync("/etc/resolv.conf", "utf8"); } catch (e) { resolvConf = e.code; }
-  return { status, writes: { root: tryWrite("/probe"), task: tryWrite("/var/task/probe"), tmp: tryWrite("/tmp/probe") }, connects, resolvConf };
-};
 `;
 
 const node = (extra: Partial<E2eFunction["spec"]> = {}): E2eFunction["spec"] => ({
