@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname } from "node:path";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 import {
   eventBytes,
   queueFullError,
@@ -41,6 +42,21 @@ const META = "seq, request_id, namespace, name, client_context, accepted_at, att
 const COPY = "request_id, namespace, name, client_context, accepted_at, attempts, bytes, payload";
 
 type Row = Record<string, unknown>;
+
+/**
+ * `node:sqlite`, loaded only when a store is opened: a gateway without one
+ * (Kubernetes today) still starts on a Node.js that lacks the module.
+ */
+function sqlite(): typeof import("node:sqlite") {
+  try {
+    return createRequire(import.meta.url)("node:sqlite") as typeof import("node:sqlite");
+  } catch (err) {
+    throw new Error(
+      `GATEWAY_EVENT_STORE needs node:sqlite (Node.js 24, as ESB's npm scripts use): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
 
 /**
  * An {@link EventStore} in an SQLite file (`node:sqlite`): accepted events
@@ -85,7 +101,7 @@ export class SqliteEventStore implements EventStore {
     private readonly onEvict: (letter: DeadLetter) => void = () => {},
   ) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    this.db = new DatabaseSync(path);
+    this.db = new (sqlite().DatabaseSync)(path);
     chmodSync(path, 0o600);
     // A reader such as sqlite3 may briefly hold a lock (e.g. during a checkpoint): wait, do not fail.
     this.db.exec("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
