@@ -22,20 +22,30 @@ Environment:
   GATEWAY_HOST                address to listen on (default 0.0.0.0)
   GATEWAY_NAMESPACE           namespace of bare function names (default "default");
                               other namespaces: FunctionName "namespace/name"
+  GATEWAY_ROUTE_NAMESPACES    namespaces whose HTTP routes are served, comma-separated,
+                              or * for all (default: GATEWAY_NAMESPACE alone)
   AGENT_URLS                  comma-separated agent URLs (standalone), e.g. http://127.0.0.1:50051
   AGENT_SELECTOR              label selector of agent pods (Kubernetes),
                               e.g. app.kubernetes.io/component=agent
   AGENT_NAMESPACE             namespace of agent pods (default POD_NAMESPACE or esb-system)
   AGENT_PORT                  agent gRPC port (default 50051)
+  AGENT_TOKEN_FILE            this gateway's bearer token for agents, re-read when it
+                              changes (Kubernetes: a projected ServiceAccount token)
   FUNCTIONS_DIR               folder of LambdaFunction manifests; without it the
                               Kubernetes API is watched (in-cluster or KUBECONFIG)
   GATEWAY_LEASE_MS            worker lease, renewed by heartbeats (default 30000)
   GATEWAY_WARM_HOLD_MS        keep a healthy worker this long after an invocation and
                               reuse it without an agent round trip (default 20; 0 = off)
   GATEWAY_HEARTBEAT_MS        agent heartbeat interval (default 1000)
-  GATEWAY_EVENT_QUEUE_SIZE    queued Event invocations before 429 (default 1000)
+  GATEWAY_EVENT_STORE         SQLite file where accepted Event invocations are kept until
+                              they have run (unset: in memory, lost on restart)
+  GATEWAY_EVENT_QUEUE_SIZE    stored Event invocations before 429 (default 100000 with a
+                              store, 1000 in memory)
+  GATEWAY_EVENT_QUEUE_BYTES   their payload bytes before 429 (default 256 MiB / 64 MiB)
   GATEWAY_EVENT_CONCURRENCY   Event invocations run at once (default 8)
-  GATEWAY_EVENT_RETRY_DELAYS_MS  delays before the 2 retries (default 1000,2000)
+  GATEWAY_EVENT_RETRY_DELAYS_MS  delays before the retries (default 1000,2000)
+  GATEWAY_EVENT_MAX_RETRY_ATTEMPTS  retries of a failed Event invocation, 0-2 (default 2)
+  GATEWAY_EVENT_MAX_AGE_SECONDS  oldest Event still run, 60-21600 (default 21600)
   GATEWAY_CREDENTIALS_FILE    YAML/JSON file of access keys (accessKeyId, secretAccessKey,
                               namespaces); set: callers must sign with AWS SigV4 and may
                               only invoke their keys' namespaces (default: unset, no auth)
