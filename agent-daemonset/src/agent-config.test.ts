@@ -1,5 +1,5 @@
 import { describe, it, expect } from "@jest/globals";
-import { AgentConfigError, loadAgentConfig } from "./agent-config.js";
+import { AGENT_ENV_HELP, AgentConfigError, loadAgentConfig } from "./agent-config.js";
 
 /** Every configuration needs an authentication setting; these tests are about the rest. */
 const AUTH = { AGENT_TOKENS_FILE: "/etc/esb/agent-tokens.json" };
@@ -149,5 +149,17 @@ describe("loadAgentConfig", () => {
     expect(() => loadAgentConfig({ ...AUTH, AGENT_RUNTIME: "docker", WORKER_EGRESS: "deny" })).toThrow(
       /need AGENT_RUNTIME=containerd/,
     );
+  });
+
+  it("reads AGENT_RESYNC_SECONDS: 60 by default, 0 turns the periodic resync off, anything else is refused", () => {
+    expect(loadAgentConfig({ ...AUTH }).resyncSeconds).toBe(60);
+    expect(loadAgentConfig({ ...AUTH, AGENT_RESYNC_SECONDS: "15" }).resyncSeconds).toBe(15);
+    expect(loadAgentConfig({ ...AUTH, AGENT_RESYNC_SECONDS: "0" }).resyncSeconds).toBe(0);
+    for (const bad of ["-1", "1.5", "ten", "86401"]) {
+      expect(() => loadAgentConfig({ ...AUTH, AGENT_RESYNC_SECONDS: bad })).toThrow(
+        `AGENT_RESYNC_SECONDS="${bad}" must be a whole number of seconds, 0 (off) to 86400`,
+      );
+    }
+    expect(AGENT_ENV_HELP.map(([name]) => name)).toContain("AGENT_RESYNC_SECONDS");
   });
 });

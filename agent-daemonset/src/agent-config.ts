@@ -52,7 +52,16 @@ export interface AgentConfig {
    * (egress allowed, no extra destinations), never "no isolation".
    */
   workerNetwork?: WorkerNetworkConfig;
+  /**
+   * Seconds between two resyncs of the agent against containerd and CNI (orphaned
+   * workers and networks removed, lost workers replaced); 0 turns them off.
+   * Undefined = 60 ({@link DEFAULT_RESYNC_SECONDS}).
+   */
+  resyncSeconds?: number;
 }
+
+/** Default of {@link AgentConfig.resyncSeconds}. */
+export const DEFAULT_RESYNC_SECONDS = 60;
 
 /**
  * Worker network policy. Workers never reach other workers, the node, private
@@ -104,6 +113,10 @@ export const AGENT_ENV_HELP: [string, string][] = [
   ["INSECURE_REGISTRIES", "comma-separated host:port reached over plain HTTP"],
   ["AWS_REGION", "region seen by functions (default us-east-1)"],
   ["AGENT_MEMORY_MB", "memory offered to workers in MiB (default: all of the machine's)"],
+  [
+    "AGENT_RESYNC_SECONDS",
+    `seconds between resyncs against containerd and CNI, which repair orphans and lost workers (default ${DEFAULT_RESYNC_SECONDS}; 0: off)`,
+  ],
   ["AGENT_MAX_CONCURRENT_STARTS", "most workers starting at once (default: the CPU count, at least 2)"],
   [
     "RUNTIME_IMAGE",
@@ -191,6 +204,16 @@ export function loadAgentConfig(
       );
     }
   }
+  let resyncSeconds = DEFAULT_RESYNC_SECONDS;
+  if (env.AGENT_RESYNC_SECONDS) {
+    resyncSeconds = Number(env.AGENT_RESYNC_SECONDS);
+    // Bounded so that the timer never overflows (setTimeout takes at most ~24.8 days).
+    if (!Number.isInteger(resyncSeconds) || resyncSeconds < 0 || resyncSeconds > 86_400) {
+      throw new AgentConfigError(
+        `AGENT_RESYNC_SECONDS="${env.AGENT_RESYNC_SECONDS}" must be a whole number of seconds, 0 (off) to 86400`,
+      );
+    }
+  }
   const insecureRegistries = (env.INSECURE_REGISTRIES ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -238,6 +261,7 @@ export function loadAgentConfig(
     region: env.AWS_REGION || "us-east-1",
     memoryCapacityMb,
     maxConcurrentStarts,
+    resyncSeconds,
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
   };

@@ -1,11 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { NodeAgent } from "./node-agent.js";
+import type { ResyncReport } from "./agent-resync.js";
 import type { PoolEvent } from "./pool/worker-pool.js";
 
 /**
  * The agent's Prometheus metrics, in a registry of their own: cold starts,
- * thaws, pauses, worker removals, acquire latency by start kind, and pool
- * sizes by state (read from the agent at scrape time).
+ * thaws, pauses, worker removals (and failed removals), acquire latency by
+ * start kind, resync passes and their repairs, and pool sizes by state (read
+ * from the agent at scrape time).
  */
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -16,6 +18,9 @@ export class AgentMetrics {
   private readonly pauses: Counter<"function">;
   private readonly removals: Counter<"function" | "failed">;
   private readonly acquireSeconds: Histogram<"start_kind">;
+  private readonly removalFailures: Counter<never>;
+  private readonly resyncs: Counter<"result">;
+  private readonly resyncRepairs: Counter<"kind">;
 
   /** @param agent read at scrape time for pool sizes; may be set later with {@link attach}. */
   constructor(private agent?: NodeAgent) {
@@ -65,6 +70,23 @@ export class AgentMetrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
       registers,
     });
+    this.removalFailures = new Counter({
+      name: "esb_agent_worker_removal_failures_total",
+      help: "Worker removal steps that failed for another reason than 'already gone' (the resync retries them).",
+      registers,
+    });
+    this.resyncs = new Counter({
+      name: "esb_agent_resyncs_total",
+      help: "Resync passes against containerd and CNI (result: ok, or failed when the runtime could not be listed).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.resyncRepairs = new Counter({
+      name: "esb_agent_resync_repairs_total",
+      help: "What resync passes repaired (kind: orphan_worker, lost_worker, network_allocation) or failed to (failed).",
+      labelNames: ["kind"],
+      registers,
+    });
     const pools: Gauge<"function" | "state"> = new Gauge({
       name: "esb_agent_pool_workers",
       help: "Workers per function and state.",
@@ -106,6 +128,25 @@ export class AgentMetrics {
         this.removals.inc({ function: e.function, failed: String(e.failed) });
         break;
     }
+  };
+
+  /** Counts one failed worker removal; pass as the containerd runtime's `onRemovalError`. */
+  recordRemovalFailure = (): void => {
+    this.removalFailures.inc();
+  };
+
+  /** Counts one finished resync pass and its repairs; pass as the resync's `onReport`. */
+  recordResync = (r: ResyncReport): void => {
+    this.resyncs.inc({ result: "ok" });
+    this.resyncRepairs.inc({ kind: "orphan_worker" }, r.orphanWorkersRemoved);
+    this.resyncRepairs.inc({ kind: "lost_worker" }, r.lostWorkersReplaced);
+    this.resyncRepairs.inc({ kind: "network_allocation" }, r.networkAllocationsFreed);
+    this.resyncRepairs.inc({ kind: "failed" }, r.failedRepairs);
+  };
+
+  /** Counts one resync pass that could not run; pass as the resync's `onFailure`. */
+  recordResyncFailure = (): void => {
+    this.resyncs.inc({ result: "failed" });
   };
 
   /** The exposition text for /metrics. */

@@ -4,8 +4,15 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createLogger } from "@esb/common";
 import { KubeConfig } from "@kubernetes/client-node";
-import { AGENT_ENV_HELP, AgentConfigError, loadAgentConfig, type AgentConfig } from "./agent-config.js";
+import {
+  AGENT_ENV_HELP,
+  AgentConfigError,
+  DEFAULT_RESYNC_SECONDS,
+  loadAgentConfig,
+  type AgentConfig,
+} from "./agent-config.js";
 import { AgentMetrics } from "./agent-metrics.js";
+import { AgentResync } from "./agent-resync.js";
 import { AgentServer } from "./agent-server.js";
 import type { AgentAuthenticator } from "./auth/agent-auth.js";
 import { StaticTokenAuthenticator } from "./auth/static-token-authenticator.js";
@@ -76,6 +83,8 @@ export const AGENT_PROGRAMS: readonly AgentProgram[] = [
 export interface RunningAgent {
   agent: NodeAgent;
   server: AgentServer;
+  /** The periodic resync against containerd and CNI (running unless AGENT_RESYNC_SECONDS is 0). */
+  resync: AgentResync;
   port: number;
   metricsPort: number;
   /** Stops serving and closes the runtime connection; workers are kept for re-adoption. */
@@ -85,6 +94,7 @@ export interface RunningAgent {
 /** Builds the runtime, network, node agent and servers from `config` and starts them. */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const log = createLogger("agent");
+  const metrics = new AgentMetrics();
   let runtime: Runtime;
   let network: WorkerNetwork | undefined;
   if (config.runtime === "containerd") {
@@ -109,6 +119,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       network,
       stateDir: join(config.stateDir, "containerd"),
       insecureRegistries: config.insecureRegistries,
+      onRemovalError: metrics.recordRemovalFailure,
     });
   } else {
     runtime = new DockerRuntime({
@@ -119,7 +130,6 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     });
     log.warn("AGENT_RUNTIME=docker: workers are not isolated from each other or from the node's network");
   }
-  const metrics = new AgentMetrics();
   const agent = new NodeAgent({
     nodeName: config.nodeName,
     runtime,
@@ -151,12 +161,25 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     await server.stop(0);
     throw err;
   }
+  // After start: the start itself resyncs (and re-adopts); from then on, this keeps the node repaired.
+  const resync = new AgentResync({
+    agent,
+    runtime,
+    network,
+    intervalMs: (config.resyncSeconds ?? DEFAULT_RESYNC_SECONDS) * 1000,
+    logger: log,
+    onReport: metrics.recordResync,
+    onFailure: metrics.recordResyncFailure,
+  });
+  resync.start();
   log.info({ node: config.nodeName, runtime: runtime.name, ...ports }, "agent ready");
   return {
     agent,
     server,
+    resync,
     ...ports,
     async stop() {
+      await resync.stop();
       await server.stop();
       await agent.close();
     },

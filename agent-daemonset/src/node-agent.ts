@@ -162,6 +162,8 @@ export class NodeAgent {
   /** The node-derived resolv.conf bind-mounted into workers (see network/worker-resolv-conf.ts). */
   private resolvConf: string | undefined;
   private readonly functions = new Map<string, FunctionRecord>();
+  /** Pools of destroyed functions whose busy workers still drain (the resync must not take them for orphans). */
+  private readonly drainingPools = new Set<WorkerPool>();
   /** Serializes prepare/destroy per function. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private unsubscribeExit?: () => void;
@@ -540,7 +542,8 @@ export class NodeAgent {
       this.functions.delete(key);
       await rm(this.specFile(key), { force: true });
       // Busy workers finish in the background.
-      void rec.pool.drained();
+      this.drainingPools.add(rec.pool);
+      void rec.pool.drained().finally(() => this.drainingPools.delete(rec.pool));
       return n;
     });
   }
@@ -555,6 +558,23 @@ export class NodeAgent {
       for (const w of rec.pool.workers()) out.push({ ...w, ref: r });
     }
     return out;
+  }
+
+  /** Every worker a pool tracks, draining ones of destroyed functions included (see agent-resync.ts). */
+  trackedWorkers(): { workerId: string; state: PoolWorkerInfo["state"] }[] {
+    const pools = [...[...this.functions.values()].map((r) => r.pool), ...this.drainingPools];
+    return pools.flatMap((p) => p.workers().map((w) => ({ workerId: w.workerId, state: w.state })));
+  }
+
+  /**
+   * A worker whose task is gone although no exit event said so (found by the
+   * resync): its pool removes it as crashed, and replaces it when provisioned.
+   * False when no pool knows it.
+   */
+  workerLost(workerId: string, reason: string): boolean {
+    for (const rec of this.functions.values()) if (rec.pool.workerExited(workerId, reason)) return true;
+    for (const pool of this.drainingPools) if (pool.workerExited(workerId, reason)) return true;
+    return false;
   }
 
   /** Capacity and usage of this node. */

@@ -6,12 +6,7 @@ import { Namespaces } from "@esb/common/gen/containerd/services/namespaces/v1/na
 import { Tasks } from "@esb/common/gen/containerd/services/tasks/v1/tasks_pb";
 import { Version } from "@esb/common/gen/containerd/services/version/v1/version_pb";
 import { Status } from "@esb/common/gen/containerd/types/task/task_pb";
-import {
-  ContainerdConnection,
-  ContainerdError,
-  isAlreadyExists,
-  isNotFound,
-} from "../containerd/containerd-connection.js";
+import { ContainerdConnection, isAlreadyExists, isNotFound } from "../containerd/containerd-connection.js";
 import { ImageService, type StoredImage } from "../containerd/image-service.js";
 import { buildWorkerSpec, OCI_SPEC_TYPE_URL } from "../containerd/oci-spec.js";
 import type { RegistryCredentials } from "../containerd/registry-client.js";
@@ -65,6 +60,22 @@ export interface ContainerdRuntimeOptions {
    */
   cgroupParent?: string;
   logger?: Logger;
+  /**
+   * Called for every removal step that failed for another reason than "already
+   * gone" (metrics). The worker's container and network are then kept, so that the
+   * agent's resync finds it as an orphan and removes it again.
+   */
+  onRemovalError?: (workerId: string, err: Error) => void;
+  /** The connection to containerd; default a new one on `socketPath` (tests inject faults through their own). */
+  connection?: ContainerdConnection;
+}
+
+/**
+ * A worker removal that did not finish: the task or container is still there
+ * (the message names the step). Its network is not torn down; removing again retries.
+ */
+export class WorkerRemovalError extends Error {
+  override name = "WorkerRemovalError";
 }
 
 /**
@@ -89,6 +100,9 @@ export class ContainerdRuntime implements Runtime {
   /** Workers this runtime started or adopted, whose exits are reported. */
   private readonly workers = new Set<string>();
   private readonly oomKilled = new Set<string>();
+  /** Workers being removed: a listing meanwhile must not adopt them again. */
+  private readonly removing = new Set<string>();
+  private readonly onRemovalError: (workerId: string, err: Error) => void;
   private readonly prepared = new Map<string, StoredImage>();
   private readonly preparing = new Map<string, Promise<StoredImage>>();
   private started = false;
@@ -99,7 +113,9 @@ export class ContainerdRuntime implements Runtime {
     this.cgroupParent = (opts.cgroupParent ?? `/${this.namespace}`).replace(/\/+$/, "");
     this.network = opts.network;
     this.log = opts.logger ?? createLogger("containerd-runtime");
-    this.conn = new ContainerdConnection({ socketPath: opts.socketPath, namespace: this.namespace });
+    this.conn =
+      opts.connection ?? new ContainerdConnection({ socketPath: opts.socketPath, namespace: this.namespace });
+    this.onRemovalError = opts.onRemovalError ?? (() => undefined);
     this.images = new ImageService(this.conn, {
       snapshotter: this.snapshotter,
       insecureRegistries: opts.insecureRegistries,
@@ -215,30 +231,70 @@ export class ContainerdRuntime implements Runtime {
     await this.taskCall(id, () => this.conn.unary(Tasks.method.resume, { containerId: id }));
   }
 
+  /**
+   * Kills the task, deletes it and the container, then frees the snapshot, log
+   * pipes and network. Only "already gone" (NotFound) is ignored: any other
+   * failure of the task or container steps throws {@link WorkerRemovalError}
+   * before the network is touched, so a worker whose task may still run keeps
+   * its network (and its labelled container, which the agent's resync finds
+   * and removes again).
+   */
   async removeWorker(id: string): Promise<void> {
     // Exits caused by removal are not crashes: stop reporting this worker first.
     this.workers.delete(id);
-    const status = await this.taskStatus(id);
-    if (status !== undefined && status !== Status.STOPPED) {
-      await this.conn
-        .unary(Tasks.method.kill, { containerId: id, signal: SIGKILL, all: true })
-        .catch((err) => this.ignoreGone(err));
-      // A frozen task cannot act on SIGKILL until thawed (cgroup v1 freezer).
-      if (status === Status.PAUSED || status === Status.PAUSING) {
-        await this.conn.unary(Tasks.method.resume, { containerId: id }).catch((err) => this.ignoreGone(err));
-      }
-      await this.conn
-        .unary(Tasks.method.wait, { containerId: id }, { timeoutMs: KILL_WAIT_MS })
-        .catch((err) => this.ignoreGone(err));
+    this.removing.add(id);
+    try {
+      await this.removeTaskAndContainer(id);
+    } catch (err) {
+      const failure =
+        err instanceof WorkerRemovalError
+          ? err
+          : new WorkerRemovalError(`worker ${id}: ${(err as Error).message}`, { cause: err });
+      this.log.warn(
+        { id, err: failure.message },
+        "worker removal failed; its container and network are kept for a retry",
+      );
+      this.onRemovalError(id, failure);
+      throw failure;
+    } finally {
+      this.removing.delete(id);
     }
-    if (status !== undefined) {
-      await this.conn.unary(Tasks.method.delete, { containerId: id }).catch((err) => this.ignoreGone(err));
-    }
-    await this.conn.unary(Containers.method.delete, { id }).catch((err) => this.ignoreGone(err));
-    await this.images.unpacker.remove(id);
+    // The container is gone: what is left only holds resources, never a running process.
+    await this.images.unpacker.remove(id).catch((err: unknown) => {
+      // Unreferenced now, so containerd's garbage collection takes it if this never succeeds.
+      this.log.warn({ id, err: (err as Error).message }, "worker snapshot removal failed");
+      this.onRemovalError(id, err as Error);
+    });
     await this.pipes.remove(id);
     await this.network.detach(id);
     this.oomKilled.delete(id);
+  }
+
+  private async removeTaskAndContainer(id: string): Promise<void> {
+    const status = await this.taskStatus(id);
+    if (status !== undefined && status !== Status.STOPPED) {
+      await this.removalStep(id, "kill", () =>
+        this.conn.unary(Tasks.method.kill, { containerId: id, signal: SIGKILL, all: true }),
+      );
+      // A frozen task cannot act on SIGKILL until thawed (cgroup v1 freezer). runc often thaws it
+      // itself to kill it, so "not paused" or "stopped" answers are expected: the wait below decides.
+      if (status === Status.PAUSED || status === Status.PAUSING) {
+        await this.conn
+          .unary(Tasks.method.resume, { containerId: id })
+          .catch((err: unknown) =>
+            this.log.debug({ id, err: (err as Error).message }, "thaw before removal not needed"),
+          );
+      }
+      await this.removalStep(id, "wait for exit", () =>
+        this.conn.unary(Tasks.method.wait, { containerId: id }, { timeoutMs: KILL_WAIT_MS }),
+      );
+    }
+    if (status !== undefined) {
+      await this.removalStep(id, "task delete", () =>
+        this.conn.unary(Tasks.method.delete, { containerId: id }),
+      );
+    }
+    await this.removalStep(id, "container delete", () => this.conn.unary(Containers.method.delete, { id }));
   }
 
   async listWorkers(): Promise<ListedWorker[]> {
@@ -254,7 +310,7 @@ export class ContainerdRuntime implements Runtime {
     for (const c of containers) {
       const task = byId.get(c.id);
       const status = task ? toWorkerStatus(task.status) : "stopped";
-      if (status === "running" || status === "paused") {
+      if ((status === "running" || status === "paused") && !this.removing.has(c.id)) {
         // Adopt: report its exit and forward its output from now on.
         this.workers.add(c.id);
         await this.pipes.reattach(c.id).catch(() => undefined);
@@ -386,13 +442,19 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  /** Swallows "already gone" answers during removal. */
-  private ignoreGone(err: unknown): void {
-    if (err instanceof ContainerdError) {
-      this.log.debug({ err: err.message }, "ignored during worker removal");
-      return;
+  /** One step of a removal: "already gone" (NotFound) is done; any other error ends the removal. */
+  private async removalStep(id: string, step: string, call: () => Promise<unknown>): Promise<void> {
+    try {
+      await call();
+    } catch (err) {
+      if (isNotFound(err)) {
+        this.log.debug({ id, step }, "already gone during worker removal");
+        return;
+      }
+      throw new WorkerRemovalError(`worker ${id}: ${step} failed: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
-    throw err;
   }
 }
 
