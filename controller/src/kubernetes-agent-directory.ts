@@ -1,12 +1,6 @@
-import {
-  CoreV1Api,
-  KubeConfig,
-  makeInformer,
-  type Informer,
-  type ObjectCache,
-  type V1Pod,
-} from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "@esb/common";
+import { KubeInformer } from "@esb/common/kube-informer";
 import type { AgentDirectory, AgentEndpoint, KnownAgent } from "./agent-directory.js";
 
 /**
@@ -15,19 +9,16 @@ import type { AgentDirectory, AgentEndpoint, KnownAgent } from "./agent-director
  * pods whose Ready condition is True; `known()` every pod that is not finished
  * (Succeeded/Failed), including pending, unready and terminating ones, since
  * their nodes may hold workers, except a terminating pod whose node already runs
- * a newer agent pod. The directory is synced once a list of the pods
- * succeeded (a failed list, e.g. while the API server is unreachable, leaves it
- * unsynced and is retried). Changes of either set, and becoming synced, notify
- * listeners.
+ * a newer agent pod. The pods come from the shared {@link KubeInformer}; the
+ * directory is synced once a list of the pods succeeded (a failed list, e.g.
+ * while the API server is unreachable, leaves it unsynced and is retried with
+ * backoff). Changes of either set, and becoming synced, notify listeners.
  */
 export class KubernetesAgentDirectory implements AgentDirectory {
-  private informer?: Informer<V1Pod> & ObjectCache<V1Pod>;
+  private informer?: KubeInformer<V1Pod>;
   private readonly listeners: Array<() => void> = [];
   private last = "";
-  private stopped = false;
-  private listed = false;
   private synced = false;
-  private restartTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -39,55 +30,26 @@ export class KubernetesAgentDirectory implements AgentDirectory {
 
   async start(): Promise<void> {
     const core = this.kc.makeApiClient(CoreV1Api);
-    const informer = makeInformer<V1Pod>(
-      this.kc,
-      `/api/v1/namespaces/${this.namespace}/pods`,
-      async () => {
-        const pods = await core.listNamespacedPod({
-          namespace: this.namespace,
-          labelSelector: this.labelSelector,
-        });
-        this.listed = true;
-        return pods;
-      },
-      this.labelSelector,
-    );
     const changed = () => this.checkChanged();
-    informer.on("add", changed);
-    informer.on("update", changed);
-    informer.on("delete", changed);
-    informer.on("error", (err) => {
-      if (this.stopped) return;
-      this.logger.warn(
-        { err: String((err as Error)?.message ?? err), synced: this.synced },
-        "agent pod watch failed; restarting in 2s",
-      );
-      clearTimeout(this.restartTimer);
-      this.restartTimer = setTimeout(() => void this.run(), 2000);
-      this.restartTimer.unref();
+    this.informer ??= new KubeInformer<V1Pod>(this.kc, {
+      what: "agent pod",
+      path: `/api/v1/namespaces/${this.namespace}/pods`,
+      list: () => core.listNamespacedPod({ namespace: this.namespace, labelSelector: this.labelSelector }),
+      labelSelector: this.labelSelector,
+      logger: this.logger,
+      onAdd: changed,
+      onUpdate: changed,
+      onDelete: changed,
+      onSynced: () => {
+        this.synced = true;
+        this.logger.info({ agents: this.known() }, "agent directory synced");
+        this.checkChanged(true);
+      },
     });
-    this.informer = informer;
-    await this.run();
-  }
-
-  /** Starts (or restarts) the informer; marks the directory synced once a list succeeded. */
-  private async run(): Promise<void> {
-    if (this.stopped || !this.informer) return;
-    try {
-      await this.informer.start();
-    } catch (err) {
-      this.logger.warn({ err: String((err as Error)?.message ?? err) }, "agent pod watch start failed");
-    }
-    if (this.listed && !this.synced && !this.stopped) {
-      this.synced = true;
-      this.logger.info({ agents: this.known() }, "agent directory synced");
-      this.checkChanged(true);
-    }
+    await this.informer.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.restartTimer);
     await this.informer?.stop();
   }
 

@@ -2,11 +2,8 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
-  makeInformer,
-  type Informer,
   type KubernetesListObject,
   type KubernetesObject,
-  type ObjectCache,
 } from "@kubernetes/client-node";
 import {
   LAMBDA_FUNCTION_API_VERSION,
@@ -18,13 +15,14 @@ import {
   type LambdaFunctionStatus,
   type Logger,
 } from "@esb/common";
+import { KubeInformer } from "@esb/common/kube-informer";
 import { WORKERS_FINALIZER, functionKey, parseFunctionKey, type FunctionSource } from "./function-source.js";
 
 /** Options of {@link KubernetesFunctionSource}. */
 export interface KubernetesFunctionSourceOptions {
   /** Namespace to watch; empty = all namespaces. */
   namespace: string;
-  /** Restart the watch (relist when its resourceVersion expired) when no event came for this long. Default 5 min. */
+  /** Restart the watch (relist when its resourceVersion expired) when no event, bookmark or listing came for this long. Default 5 min. */
   stallTimeoutMs?: number;
   /** `reportingInstance` of Events (the pod name). */
   instance?: string;
@@ -34,24 +32,16 @@ export interface KubernetesFunctionSourceOptions {
 type LambdaFunctionObject = KubernetesObject;
 
 /**
- * LambdaFunctions from the Kubernetes API through an informer (list + watch on
- * `esb.dev/v1alpha1` lambdafunctions). A watch that ends with 410 Gone relists
- * (the informer does it); a watch that fails otherwise is restarted after a
- * delay; a watch that goes silent for `stallTimeoutMs` is restarted, which
- * resumes or relists. Status goes through the status subresource with JSON
- * patches; Events are core/v1 Events.
+ * LambdaFunctions from the Kubernetes API through the shared {@link KubeInformer}
+ * (list + watch on `esb.dev/v1alpha1` lambdafunctions, restarted with backoff
+ * after failures and after a stall). Status goes through the status subresource
+ * with JSON patches; Events are core/v1 Events.
  */
 export class KubernetesFunctionSource implements FunctionSource {
   readonly mode = "kubernetes" as const;
-  private informer?: Informer<LambdaFunctionObject> & ObjectCache<LambdaFunctionObject>;
+  private informer?: KubeInformer<LambdaFunctionObject>;
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
-  private lastActivity = Date.now();
-  private stallTimer?: NodeJS.Timeout;
-  private restartTimer?: NodeJS.Timeout;
-  private stopped = false;
-  private listed = false;
-  private synced = false;
   private readonly recentEvents = new Map<string, number>();
 
   constructor(
@@ -66,90 +56,38 @@ export class KubernetesFunctionSource implements FunctionSource {
     const ns = this.options.namespace;
     const g = LAMBDA_FUNCTION_GROUP;
     const v = LAMBDA_FUNCTION_VERSION;
-    const path = ns
-      ? `/apis/${g}/${v}/namespaces/${ns}/${LAMBDA_FUNCTION_PLURAL}`
-      : `/apis/${g}/${v}/${LAMBDA_FUNCTION_PLURAL}`;
-    const list = async (): Promise<KubernetesListObject<LambdaFunctionObject>> => {
-      const items = (
-        ns
-          ? await this.custom.listNamespacedCustomObject({
-              group: g,
-              version: v,
-              namespace: ns,
-              plural: LAMBDA_FUNCTION_PLURAL,
-            })
-          : await this.custom.listClusterCustomObject({
-              group: g,
-              version: v,
-              plural: LAMBDA_FUNCTION_PLURAL,
-            })
-      ) as KubernetesListObject<LambdaFunctionObject>;
-      this.listed = true;
-      return items;
-    };
-    const informer = makeInformer<LambdaFunctionObject>(this.kc, path, list);
-    const onObject = (obj: LambdaFunctionObject) => {
-      this.lastActivity = Date.now();
-      enqueue(functionKey(obj as unknown as LambdaFunction));
-    };
-    informer.on("add", onObject);
-    informer.on("update", onObject);
-    informer.on("delete", onObject);
-    informer.on("connect", () => {
-      this.lastActivity = Date.now();
+    const list = async (): Promise<KubernetesListObject<LambdaFunctionObject>> =>
+      (ns
+        ? await this.custom.listNamespacedCustomObject({
+            group: g,
+            version: v,
+            namespace: ns,
+            plural: LAMBDA_FUNCTION_PLURAL,
+          })
+        : await this.custom.listClusterCustomObject({
+            group: g,
+            version: v,
+            plural: LAMBDA_FUNCTION_PLURAL,
+          })) as KubernetesListObject<LambdaFunctionObject>;
+    const onObject = (obj: LambdaFunctionObject) => enqueue(functionKey(obj as unknown as LambdaFunction));
+    this.informer = new KubeInformer<LambdaFunctionObject>(this.kc, {
+      what: "LambdaFunction",
+      path: ns
+        ? `/apis/${g}/${v}/namespaces/${ns}/${LAMBDA_FUNCTION_PLURAL}`
+        : `/apis/${g}/${v}/${LAMBDA_FUNCTION_PLURAL}`,
+      list,
+      logger: this.options.logger,
+      stallTimeoutMs: this.options.stallTimeoutMs,
+      onAdd: onObject,
+      onUpdate: onObject,
+      onDelete: onObject,
     });
-    informer.on("error", (err) => {
-      if (this.stopped) return;
-      this.options.logger.warn(
-        { err: String(err?.message ?? err) },
-        "LambdaFunction watch failed; restarting in 2s",
-      );
-      clearTimeout(this.restartTimer);
-      this.restartTimer = setTimeout(() => void this.restart(), 2000);
-      this.restartTimer.unref();
-    });
-    this.informer = informer;
-    await informer.start();
-    this.markSynced();
-    const stallMs = this.options.stallTimeoutMs ?? 300_000;
-    this.stallTimer = setInterval(
-      () => {
-        if (Date.now() - this.lastActivity > stallMs) {
-          this.options.logger.warn(
-            { silentMs: Date.now() - this.lastActivity },
-            "LambdaFunction watch silent; restarting it",
-          );
-          void this.restart();
-        }
-      },
-      Math.max(1000, Math.min(stallMs / 2, 30_000)),
-    );
-    this.stallTimer.unref();
+    await this.informer.start();
   }
 
-  /** Restarts the watch (from the last resourceVersion; the informer relists on 410 Gone). */
-  async restart(): Promise<void> {
-    if (this.stopped || !this.informer) return;
-    this.lastActivity = Date.now();
-    try {
-      await this.informer.stop();
-      await this.informer.start();
-      this.markSynced();
-    } catch (err) {
-      this.options.logger.warn({ err }, "LambdaFunction watch restart failed");
-    }
-  }
-
-  /** The cache is complete once a list succeeded and the informer's start returned (it fills the cache before). */
-  private markSynced(): void {
-    if (this.listed && !this.synced) {
-      this.synced = true;
-      this.options.logger.debug({ functions: this.keys().length }, "LambdaFunction cache synced");
-    }
-  }
-
+  /** The cache is complete once a listing has been processed. */
   isSynced(): boolean {
-    return this.synced;
+    return this.informer?.synced ?? false;
   }
 
   watches(namespace: string): boolean {
@@ -157,9 +95,6 @@ export class KubernetesFunctionSource implements FunctionSource {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearInterval(this.stallTimer);
-    clearTimeout(this.restartTimer);
     await this.informer?.stop();
   }
 

@@ -1,28 +1,21 @@
-import {
-  CoreV1Api,
-  KubeConfig,
-  makeInformer,
-  type Informer,
-  type ObjectCache,
-  type V1Pod,
-} from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "@esb/common";
+import { KubeInformer } from "@esb/common/kube-informer";
 import type { AgentDiscovery } from "./agent-discovery.js";
 
 /** Label of the agent DaemonSet's pods in the Helm chart. */
 export const DEFAULT_AGENT_SELECTOR = "app.kubernetes.io/component=agent";
 
 /**
- * The agent pods of the DaemonSet, watched with a read-only pod informer in the
- * release namespace. A pod counts as an agent when it is Running, Ready and has
- * a pod IP; its URL is `http://<pod IP>:<port>`.
+ * The agent pods of the DaemonSet, watched with a read-only pod informer (the
+ * shared {@link KubeInformer}) in the release namespace. A pod counts as an
+ * agent when it is Running, Ready and has a pod IP; its URL is
+ * `http://<pod IP>:<port>`.
  */
 export class KubernetesAgentDiscovery implements AgentDiscovery {
-  private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | undefined;
+  private informer: KubeInformer<V1Pod> | undefined;
   private readonly listeners = new Set<() => void>();
   private current: string[] = [];
-  private restartTimer: NodeJS.Timeout | undefined;
-  private stopped = false;
 
   constructor(
     private readonly kubeConfig: KubeConfig,
@@ -33,37 +26,23 @@ export class KubernetesAgentDiscovery implements AgentDiscovery {
   ) {}
 
   async start(): Promise<void> {
-    this.stopped = false;
     const api = this.kubeConfig.makeApiClient(CoreV1Api);
-    const informer = makeInformer<V1Pod>(
-      this.kubeConfig,
-      `/api/v1/namespaces/${this.namespace}/pods`,
-      () => api.listNamespacedPod({ namespace: this.namespace, labelSelector: this.labelSelector }),
-      this.labelSelector,
-    );
-    this.informer = informer;
     const refresh = () => this.refresh();
-    informer.on("add", refresh);
-    informer.on("update", refresh);
-    informer.on("delete", refresh);
-    informer.on("error", (err: unknown) => {
-      if (this.stopped) return;
-      this.logger.warn({ err }, "agent pod watch failed; restarting");
-      clearTimeout(this.restartTimer);
-      this.restartTimer = setTimeout(() => {
-        if (!this.stopped)
-          informer
-            .start()
-            .catch((e: unknown) => this.logger.error({ err: e }, "restarting the agent pod informer failed"));
-      }, 2000);
+    this.informer ??= new KubeInformer<V1Pod>(this.kubeConfig, {
+      what: "agent pod",
+      path: `/api/v1/namespaces/${this.namespace}/pods`,
+      list: () => api.listNamespacedPod({ namespace: this.namespace, labelSelector: this.labelSelector }),
+      labelSelector: this.labelSelector,
+      logger: this.logger,
+      onAdd: refresh,
+      onUpdate: refresh,
+      onDelete: refresh,
     });
-    await informer.start();
+    await this.informer.start();
     this.refresh();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.restartTimer);
     await this.informer?.stop();
   }
 

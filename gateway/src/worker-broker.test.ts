@@ -27,12 +27,21 @@ describe("WorkerBroker gives back every worker it takes", () => {
   let agents: AgentClientPool;
   let broker: WorkerBroker;
 
-  async function start(opts: { warmHoldMs?: number; acquireTimeoutMs?: number } = {}): Promise<void> {
+  async function start(
+    opts: { warmHoldMs?: number; acquireTimeoutMs?: number; passiveWaitGraceMs?: number } = {},
+  ): Promise<void> {
     agent = new LoopbackTestAgent();
     const url = await agent.listen();
     agents = new AgentClientPool(new StaticAgentDiscovery([url]), "gw-broker-test", 50, logger);
     await agents.start();
-    broker = new WorkerBroker(agents, 60_000, logger, opts.warmHoldMs ?? 0, opts.acquireTimeoutMs);
+    broker = new WorkerBroker(
+      agents,
+      60_000,
+      logger,
+      opts.warmHoldMs ?? 0,
+      opts.acquireTimeoutMs,
+      opts.passiveWaitGraceMs,
+    );
   }
 
   afterEach(async () => {
@@ -77,5 +86,31 @@ describe("WorkerBroker gives back every worker it takes", () => {
     // Both go back to the agent once their warm hold ends.
     await until(() => agent.busyLeases().length === 0, "both released");
     await until(() => agent.lastListedLeases?.length === 0, "nothing listed");
+  });
+
+  it("a caller waiting for a worker another caller brings gives up after the function timeout and grace, with an AWS error", async () => {
+    await start({ warmHoldMs: 1000, passiveWaitGraceMs: 100 });
+    const first = await broker.acquire(FN);
+    agent.coldStartDelayMs = 1500;
+    // This caller's cold start is on its way; the first worker, released meanwhile, serves it.
+    const served = broker.acquire(FN);
+    await new Promise((r) => setTimeout(r, 50));
+    broker.release(first, InvocationOutcome.SUCCESS);
+    const got = await served;
+    // The next caller counts on that cold start's worker, which comes later than it may wait.
+    const started = Date.now();
+    const err = await broker.acquire(FN, { timeoutSeconds: 0.2 }).catch((e: unknown) => e);
+    const waited = Date.now() - started;
+    expect(err).toBeInstanceOf(LambdaApiError);
+    expect((err as LambdaApiError).type).toBe("ServiceException");
+    expect((err as LambdaApiError).statusCode).toBe(500);
+    expect((err as LambdaApiError).message).toMatch(
+      /no worker of default\/fn became available within 0\.3 s/,
+    );
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(1200);
+    broker.release(got, InvocationOutcome.SUCCESS);
+    // The late worker is not lost: held, then released with the other.
+    await until(() => agent.workerCount() === 2, "the cold-started worker arrived");
   });
 });

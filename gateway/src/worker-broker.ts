@@ -20,6 +20,9 @@ export interface WorkerLease {
 
 export { InvocationOutcome };
 
+/** Lambda's largest function timeout (s): the passive wait's bound when the caller gives none. */
+const MAX_FUNCTION_TIMEOUT_SECONDS = 900;
+
 const START_KIND: Record<number, StartKindLabel> = {
   [StartKind.COLD]: "cold",
   [StartKind.WARM]: "warm",
@@ -67,10 +70,19 @@ export class WorkerBroker {
     private readonly warmHoldMs = 0,
     /** Longest wait for AcquireWorker (cold starts may pull an image). */
     private readonly acquireTimeoutMs = 120_000,
+    /**
+     * What a caller waiting for another caller's worker (see {@link acquire})
+     * waits beyond the function timeout: by default as long as a cold start may take.
+     */
+    private readonly passiveWaitGraceMs = acquireTimeoutMs,
   ) {}
 
-  /** Acquires a worker for one invocation of `fn`; throws {@link LambdaApiError} when none can be had. */
-  async acquire(fn: FunctionKey): Promise<WorkerLease> {
+  /**
+   * Acquires a worker for one invocation of `fn`; throws {@link LambdaApiError} when none can be had.
+   * `timeoutSeconds` (the function's timeout; default Lambda's largest, 900) bounds, with
+   * the grace, the wait for a worker another caller brings or gives back.
+   */
+  async acquire(fn: FunctionKey, options: { timeoutSeconds?: number } = {}): Promise<WorkerLease> {
     const key = `${fn.namespace}/${fn.name}`;
     const kept = this.held.get(key)?.pop();
     if (kept) {
@@ -84,13 +96,32 @@ export class WorkerBroker {
     // so that a burst during slow cold starts does not start a worker per request.
     if (demand.spare > demand.passive) {
       demand.passive++;
-      const lease = await new Promise<WorkerLease | null>((resolve) =>
-        demand.waiters.push((l) => {
+      // The worker it counts on is brought by an acquire in flight or given back by a running
+      // invocation, both bounded; the timer is the backstop for one that never reaches this caller.
+      const waitMs =
+        (options.timeoutSeconds ?? MAX_FUNCTION_TIMEOUT_SECONDS) * 1000 + this.passiveWaitGraceMs;
+      let timer: NodeJS.Timeout | undefined;
+      const lease = await new Promise<WorkerLease | null | "timeout">((resolve) => {
+        const waiter = (l: WorkerLease | null): boolean => {
+          clearTimeout(timer);
           resolve(l);
           return true;
-        }),
-      );
+        };
+        demand.waiters.push(waiter);
+        timer = setTimeout(() => {
+          const i = demand.waiters.indexOf(waiter);
+          if (i >= 0) demand.waiters.splice(i, 1);
+          resolve("timeout");
+        }, waitMs);
+      });
       demand.passive--;
+      if (lease === "timeout") {
+        this.forgetDemand(key, demand);
+        throw new LambdaApiError(
+          "ServiceException",
+          `ESB gateway: no worker of ${key} became available within ${(waitMs / 1000).toFixed(1)} s`,
+        );
+      }
       if (lease) {
         this.forgetDemand(key, demand);
         return lease;
