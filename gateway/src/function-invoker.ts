@@ -65,7 +65,8 @@ export class FunctionInvoker {
    * unexpected and propagates, the worker having been released first.
    */
   async invoke(req: InvocationRequest): Promise<InvocationResult> {
-    const lease = await this.broker.acquire(req.key);
+    // A caller waits for a busy worker at most the function timeout (plus the broker's grace).
+    const lease = await this.broker.acquire(req.key, { timeoutSeconds: req.fn.spec?.timeout });
     // What the agent is told when the invocation ends by an unexpected error.
     let outcome = InvocationOutcome.WORKER_FAILED;
     try {
