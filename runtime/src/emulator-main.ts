@@ -1,4 +1,5 @@
-// Entry point of a worker container: `node /var/runtime/esb/emulator-main.js [bootstrap command...]`.
+// Entry point of a worker container: `node /var/runtime/esb/emulator-main.js [bootstrap command...]`,
+// started by the launcher of runtime-only-env.ts.
 // Configuration comes from the environment (see emulatorOptionsFromEnv); SIGTERM/SIGINT stop
 // the runtime process group and exit 0.
 import { Emulator, emulatorOptionsFromEnv } from "./emulator.js";

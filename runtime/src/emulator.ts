@@ -9,6 +9,7 @@ import { accessSync, constants as fsConstants, existsSync, readFileSync, statSyn
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { restoreRuntimeOnlyEnv } from "./runtime-only-env.js";
 
 /** Largest invocation payload accepted on the Invoke endpoint (AWS synchronous limit, 6 MB). */
 export const MAX_REQUEST_BYTES = 6 * 1024 * 1024;
@@ -323,7 +324,8 @@ export class Emulator {
   }
 
   private buildRuntimeEnv(runtimeApi: string): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = { ...this.opts.env };
+    // The launcher parked the function's NODE_OPTIONS & co. so they start this runtime, not the emulator.
+    const env = restoreRuntimeOnlyEnv(this.opts.env);
     const defaults: Record<string, string> = {
       AWS_LAMBDA_FUNCTION_NAME: this.functionName,
       AWS_LAMBDA_FUNCTION_VERSION: this.functionVersion,

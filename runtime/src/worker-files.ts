@@ -2,12 +2,14 @@
  * Files (relative to runtime/dist) that run inside a worker and must be copied into
  * `/var/runtime/esb/` of a runtime image. They use only Node built-ins and import only each
  * other. They are ES modules: the directory needs a package.json with `{"type":"module"}`.
- * The emulator starts as `node /var/runtime/esb/emulator-main.js [bootstrap command...]`;
+ * The emulator starts as `/var/runtime/esb/start-emulator [bootstrap command...]` (a shell launcher
+ * that execs `node /var/runtime/esb/emulator-main.js`, see runtime-only-env.ts);
  * `/var/runtime/bootstrap` of nodejs runtimes runs `node /var/runtime/esb/node-client-main.js`.
  */
 export const WORKER_FILES: string[] = [
   "emulator.js",
   "emulator-main.js",
+  "runtime-only-env.js",
   "node-client.js",
   "node-client-main.js",
 ];
@@ -15,8 +17,20 @@ export const WORKER_FILES: string[] = [
 /** Content of `/var/runtime/esb/package.json` in a runtime image (marks the worker files as ES modules). */
 export const WORKER_PACKAGE_JSON = '{"type":"module"}\n';
 
-/** Command line that starts the emulator in a runtime image (the container's entrypoint). */
-export const EMULATOR_COMMAND: string[] = ["/var/lang/bin/node", "/var/runtime/esb/emulator-main.js"];
+/** Where the emulator's launcher lives in a runtime image (written by the image builder from emulatorLauncherScript). */
+export const EMULATOR_LAUNCHER_PATH = "/var/runtime/esb/start-emulator";
+
+/** Node binary and main module the launcher execs. */
+export const EMULATOR_NODE_COMMAND: [string, string] = [
+  "/var/lang/bin/node",
+  "/var/runtime/esb/emulator-main.js",
+];
+
+/**
+ * Command line that starts the emulator in a runtime image (the container's entrypoint): the
+ * launcher, so the function's NODE_OPTIONS and friends reach its runtime but not the emulator.
+ */
+export const EMULATOR_COMMAND: string[] = [EMULATOR_LAUNCHER_PATH];
 
 /** Content of `/var/runtime/bootstrap` for nodejs runtimes (an executable shell script, mode 0755). */
 export const NODE_BOOTSTRAP_SCRIPT =

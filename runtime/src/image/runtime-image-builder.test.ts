@@ -50,7 +50,7 @@ describe("runtime images", () => {
     expect(config.config).toMatchObject({
       User: "993:990",
       WorkingDir: "/var/task",
-      Entrypoint: ["/var/lang/bin/node", "/var/runtime/esb/emulator-main.js"],
+      Entrypoint: ["/var/runtime/esb/start-emulator"],
     });
     expect(config.config.Env).toEqual(
       expect.arrayContaining([
@@ -81,10 +81,12 @@ describe("runtime images", () => {
       "node-client-main.js",
       "node-client.js",
       "package.json",
+      "runtime-only-env.js",
     ]) {
       expect(worker).toContain(` var/runtime/esb/${f}\n`);
     }
     expect(worker).toMatch(/-rwxr-xr-x 0\/0 .* var\/runtime\/bootstrap\n/);
+    expect(worker).toMatch(/-rwxr-xr-x 0\/0 .* var\/runtime\/esb\/start-emulator\n/);
   });
 
   it("comes from the cache when no input changed", async () => {

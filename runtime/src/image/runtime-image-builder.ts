@@ -14,8 +14,11 @@ import {
   type WrittenImage,
 } from "./oci-image-writer.js";
 import type { ImageRunConfig, LayerDescriptor } from "./oci-types.js";
+import { emulatorLauncherScript } from "../runtime-only-env.js";
 import {
   EMULATOR_COMMAND,
+  EMULATOR_LAUNCHER_PATH,
+  EMULATOR_NODE_COMMAND,
   NODE_BOOTSTRAP_SCRIPT,
   WORKER_FILES,
   WORKER_PACKAGE_JSON,
@@ -178,6 +181,7 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
   // The compiled files are ES modules; without this Node would have to guess per file.
   if (!workerFiles.includes("package.json"))
     worker.addFile(`${RUNTIME_FILES_DIR}/package.json`, WORKER_PACKAGE_JSON);
+  worker.addFile(EMULATOR_LAUNCHER_PATH, emulatorLauncherScript(...EMULATOR_NODE_COMMAND), { mode: 0o755 });
   if (runtime !== "provided")
     worker.addFile("/var/runtime/bootstrap", NODE_BOOTSTRAP_SCRIPT, { mode: 0o755 });
 

@@ -75,6 +75,11 @@ const FUNCTIONS: E2eFunction[] = [
     },
   },
   { name: "hog", spec: node({ memorySize: 128 }) },
+  // Node's start-up options are the function's: broken ones fail its init, not the emulator.
+  {
+    name: "badopts",
+    spec: node({ environment: { variables: { NODE_OPTIONS: "--require=/nonexistent.js" } } }),
+  },
   { name: "single", spec: node({ reservedConcurrency: 1, timeout: 30 }) },
   { name: "wide", spec: node({ timeout: 60 }) },
   {
@@ -230,6 +235,16 @@ describe("invoke end to end (SDK → gateway → agent → containerd worker)", 
     expect(next.body).toMatchObject({ ok: true, event: { n: "after-crash" } });
     // A new execution environment: the module was initialised again.
     expect(next.body.initId).not.toBe(before.body.initId);
+  });
+
+  it("reports a function whose NODE_OPTIONS breaks Node's start as its init error (Runtime.ExitError), not a dead worker", async () => {
+    for (let i = 0; i < 2; i++) {
+      const res = await invoke(lambda, "badopts", { n: i });
+      expect(res.status).toBe(200);
+      expect(res.functionError).toBe("Unhandled");
+      expect(res.body.errorType).toBe("Runtime.ExitError");
+      expect(String(res.body.errorMessage)).toContain("Runtime exited with error: exit status 1");
+    }
   });
 
   it("reports a function that allocates past memorySize as a Runtime error, and recovers", async () => {

@@ -515,7 +515,7 @@ describe("agent image: what the agent runs", () => {
           digest: r.manifestDigest,
           name: `esb.local/runtime/${r.runtime}:${r.tag}`,
           label: r.runtime,
-          entrypoint: ["/var/lang/bin/node", "/var/runtime/esb/emulator-main.js"],
+          entrypoint: ["/var/runtime/esb/start-emulator"],
           layers: 3,
         },
       ]),
