@@ -138,6 +138,8 @@ export class StandaloneStack {
         discovery: new StaticAgentDiscovery([agentUrl]),
         agentToken: staticTokenSource(tokens.gateway),
         logger: logger.child({ component: "gateway" }),
+        // The folder registry reads manifests only; GetFunction's State comes from the controller.
+        functionStatus: (namespace, name) => this.source?.get(`${namespace}/${name}`),
       });
       this.gatewayPort = await this.gateway.start();
       progress(

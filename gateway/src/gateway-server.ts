@@ -15,6 +15,7 @@ import { GatewayMetrics } from "./gateway-metrics.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import { HttpRouteHandler } from "./http-route-handler.js";
 import { InvocationRecorder } from "./invocation-recorder.js";
+import type { FunctionStatusLookup } from "./function-state.js";
 import { InvokeApiHandler } from "./invoke-api-handler.js";
 import { SigV4Authenticator, type AuthenticatedRequest } from "./sigv4-auth.js";
 import { CredentialStore } from "./sigv4-credentials.js";
@@ -43,6 +44,8 @@ export interface GatewayServerOptions {
   metrics?: GatewayMetrics;
   /** This gateway's bearer token for agents (they refuse anonymous calls). */
   agentToken?: AgentTokenSource;
+  /** Function status for GetFunction when the registry has none (standalone: the controller's). */
+  functionStatus?: FunctionStatusLookup;
 }
 
 /**
@@ -108,6 +111,7 @@ export class GatewayServer {
       config.namespace,
       config,
       logger,
+      options.functionStatus,
     );
     this.routes = new HttpRouteHandler(registry, invoker, recorder, config.maxSyncPayloadBytes, logger);
     if (config.credentialsFile) {

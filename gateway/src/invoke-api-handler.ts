@@ -4,6 +4,7 @@ import type { Logger } from "@esb/common";
 import type { EventInvocationQueue } from "./event-invocation-queue.js";
 import type { FunctionInvoker } from "./function-invoker.js";
 import { functionArn, resolveFunctionName, type FunctionKey } from "./function-name.js";
+import { functionStateOf, type FunctionStatusLookup } from "./function-state.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
 import { LambdaApiError } from "./lambda-api-error.js";
@@ -50,6 +51,7 @@ export class InvokeApiHandler {
     private readonly defaultNamespace: string,
     private readonly limits: InvokeApiLimits,
     private readonly logger: Logger,
+    private readonly statusOf?: FunctionStatusLookup,
   ) {}
 
   /** Handles an Invoke call; `rawFunctionName` is the still URL-encoded path segment. */
@@ -194,7 +196,6 @@ export class InvokeApiHandler {
       const fn = this.registry.get(key.namespace, key.name);
       if (!fn)
         throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
-      const ready = fn.status?.conditions?.find((c) => c.type === "Ready");
       const body = JSON.stringify({
         Configuration: {
           FunctionName: fn.metadata.name,
@@ -205,8 +206,7 @@ export class InvokeApiHandler {
           MemorySize: fn.spec.memorySize ?? 128,
           Timeout: fn.spec.timeout ?? 3,
           Version: "$LATEST",
-          State: ready?.status === "True" ? "Active" : ready?.status === "False" ? "Failed" : "Pending",
-          StateReason: ready?.message,
+          ...functionStateOf(this.statusOf?.(key.namespace, key.name) ?? fn),
           Environment: fn.spec.environment?.variables
             ? { Variables: fn.spec.environment.variables }
             : undefined,
