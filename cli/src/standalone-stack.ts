@@ -152,6 +152,9 @@ export class StandaloneStack {
       this.source = new FolderFunctionSource(this.options.functionsDir, {
         defaultNamespace: gatewayConfig.namespace,
         codeRoots: this.options.codeRoots,
+        // Workers run a snapshot of code.path: an edit is a new revision and old workers drain.
+        codeSnapshotDir: join(stateDir, "controller", "code"),
+        onCodeChange: (fn, revision) => progress(`${fn.metadata.name}: code changed, revision ${revision}`),
         logger: logger.child({ component: "controller" }),
       });
       this.controller = new Controller({

@@ -3,11 +3,13 @@ import { readdir, readFile } from "node:fs/promises";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { parseAllDocuments } from "yaml";
 import {
+  functionRevision,
   validateLambdaFunction,
   type LambdaFunction,
   type LambdaFunctionStatus,
   type Logger,
 } from "@esb/common";
+import { CodeSnapshots } from "./code-snapshots.js";
 import { functionKey, type FunctionSource } from "./function-source.js";
 
 /** Options of {@link FolderFunctionSource}. */
@@ -21,6 +23,16 @@ export interface FolderFunctionSourceOptions {
    * resolve (symlinks included) inside one of them; never `/`.
    */
   codeRoots?: string[];
+  /**
+   * Where content-addressed snapshots of `code.path` folders go. When set, workers run a
+   * snapshot, every `code.path` folder is watched, and an edit is a new revision (old workers
+   * drain). Unset: the live folder is mounted as it is.
+   */
+  codeSnapshotDir?: string;
+  /** How long an unused snapshot is kept for workers of the previous revision to finish. Default 15 min (the longest timeout). */
+  snapshotGraceMs?: number;
+  /** Called when a function's code changed under `code.path` (not its manifest), with the new revision. */
+  onCodeChange?: (fn: LambdaFunction, revision: string) => void;
   logger: Logger;
 }
 
@@ -28,6 +40,8 @@ interface Entry {
   fn: LambdaFunction;
   file: string;
   specJson: string;
+  /** The live `code.path` folder when `fn.spec.code.path` names its snapshot. */
+  liveCodePath?: string;
 }
 
 const MANIFEST = /\.(ya?ml|json)$/i;
@@ -58,12 +72,16 @@ export class FolderFunctionSource implements FunctionSource {
   private scanning: Promise<void> = Promise.resolve();
   private folderRead = false;
   private readonly dir: string;
+  private readonly snapshots?: CodeSnapshots;
+  private readonly codeWatchers = new Map<string, FSWatcher>();
+  private stopped = false;
 
   constructor(
     dir: string,
     private readonly options: FolderFunctionSourceOptions,
   ) {
     this.dir = resolve(dir);
+    if (options.codeSnapshotDir) this.snapshots = new CodeSnapshots(resolve(options.codeSnapshotDir));
   }
 
   /** Why `path` may not be a function's code (outside every allowed folder, missing, not a folder), or undefined. */
@@ -95,10 +113,7 @@ export class FolderFunctionSource implements FunctionSource {
     this.enqueue = enqueue;
     await this.rescan();
     try {
-      this.watcher = watch(this.dir, () => {
-        clearTimeout(this.debounce);
-        this.debounce = setTimeout(() => void this.rescan(), 100);
-      });
+      this.watcher = watch(this.dir, () => this.rescanSoon());
       this.watcher.on("error", (err) =>
         this.options.logger.warn({ err, dir: this.dir }, "folder watch failed; polling only"),
       );
@@ -109,8 +124,17 @@ export class FolderFunctionSource implements FunctionSource {
     this.poll.unref();
   }
 
+  // Editors write a file in several steps: one rescan once they are done.
+  private rescanSoon(): void {
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => void this.rescan(), 100);
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
     this.watcher?.close();
+    for (const w of this.codeWatchers.values()) w.close();
+    this.codeWatchers.clear();
     clearInterval(this.poll);
     clearTimeout(this.debounce);
     await this.scanning;
@@ -267,6 +291,7 @@ export class FolderFunctionSource implements FunctionSource {
     }
     for (const file of this.reported.keys()) if (!invalid.has(file)) this.reported.delete(file);
     this.invalid = invalid;
+    if (this.snapshots) await this.snapshotCode(next);
 
     const changed: string[] = [];
     for (const [key, e] of next) {
@@ -283,6 +308,20 @@ export class FolderFunctionSource implements FunctionSource {
       )
         changed.push(key);
     }
+    for (const key of changed) {
+      const prev = this.entries.get(key);
+      const e = next.get(key)!;
+      const code = e.fn.spec.code;
+      if (
+        prev?.liveCodePath &&
+        prev.liveCodePath === e.liveCodePath &&
+        prev.fn.spec.code?.path !== code?.path
+      ) {
+        const revision = functionRevision(e.fn.spec, { hostPath: code!.path });
+        this.options.logger.info({ function: key, code: e.liveCodePath, revision }, "code changed");
+        this.options.onCodeChange?.(e.fn, revision);
+      }
+    }
     const removed = [...this.entries.keys()].filter((k) => !next.has(k));
     for (const k of removed) {
       this.statuses.delete(k);
@@ -291,5 +330,62 @@ export class FolderFunctionSource implements FunctionSource {
     this.entries = next;
     this.folderRead = folderRead;
     for (const k of [...changed, ...removed]) this.enqueue(k);
+    if (this.snapshots && !this.stopped) {
+      this.watchCode(next);
+      const inUse = new Set(
+        [...next.values()].flatMap((e) => (e.liveCodePath ? [e.fn.spec.code!.path!] : [])),
+      );
+      const pruned = await this.snapshots.prune(inUse, this.options.snapshotGraceMs ?? 15 * 60_000);
+      if (pruned.length) this.options.logger.info({ removed: pruned }, "removed unused code snapshots");
+    }
+  }
+
+  /** Points every function with a `code.path` at the snapshot of that folder's current content. */
+  private async snapshotCode(next: Map<string, Entry>): Promise<void> {
+    for (const [key, e] of next) {
+      const live = e.fn.spec.code?.path;
+      if (!live) continue;
+      try {
+        e.fn.spec.code!.path = await this.snapshots!.snapshot(live);
+        e.liveCodePath = live;
+        e.specJson = JSON.stringify(e.fn.spec);
+      } catch (err) {
+        // Unreadable right now (mid-rename, permissions): keep the previous snapshot, if any.
+        const prev = this.entries.get(key);
+        if (prev?.liveCodePath === live) {
+          e.fn.spec.code!.path = prev.fn.spec.code!.path;
+          e.liveCodePath = live;
+          e.specJson = JSON.stringify(e.fn.spec);
+        }
+        this.options.logger.warn(
+          { function: key, code: live, err: String(err) },
+          "cannot snapshot code.path",
+        );
+      }
+    }
+  }
+
+  /** Watches each live `code.path` folder (recursively), so an edit is seen within ~100 ms, not at the next poll. */
+  private watchCode(next: Map<string, Entry>): void {
+    const wanted = new Set([...next.values()].flatMap((e) => (e.liveCodePath ? [e.liveCodePath] : [])));
+    for (const [dir, w] of this.codeWatchers)
+      if (!wanted.has(dir)) {
+        w.close();
+        this.codeWatchers.delete(dir);
+      }
+    for (const dir of wanted) {
+      if (this.codeWatchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { recursive: true }, () => this.rescanSoon());
+        w.on("error", (err) => {
+          this.options.logger.warn({ err, dir }, "code.path watch failed; polling only");
+          w.close();
+          this.codeWatchers.delete(dir);
+        });
+        this.codeWatchers.set(dir, w);
+      } catch (err) {
+        this.options.logger.warn({ err, dir }, "cannot watch code.path; polling only");
+      }
+    }
   }
 }

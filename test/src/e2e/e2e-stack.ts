@@ -47,6 +47,8 @@ export class E2eStack {
   /** Base URL of the gateway, e.g. http://127.0.0.1:41234. */
   endpoint = "";
   agentUrl = "";
+  /** Code edits the folder source reported (what esb up prints as "code changed"). */
+  readonly codeChanges: { name: string; revision: string }[] = [];
   /** The agent's tokens: the gateway and controller of this stack present theirs. */
   readonly agentTokens = generateAgentTokens();
 
@@ -132,7 +134,12 @@ export class E2eStack {
     const port = await this.gateway.start();
     this.endpoint = `http://127.0.0.1:${port}`;
 
-    this.source = new FolderFunctionSource(this.functionsDir, { logger });
+    // As esb up does: code.path runs from content-addressed snapshots, an edit is a new revision.
+    this.source = new FolderFunctionSource(this.functionsDir, {
+      logger,
+      codeSnapshotDir: join(this.dir, "code-snapshots"),
+      onCodeChange: (fn, revision) => this.codeChanges.push({ name: fn.metadata.name, revision }),
+    });
     this.controller = new Controller({
       source: this.source,
       agents: new StaticAgentDirectory([this.agentUrl]),
