@@ -26,6 +26,7 @@ import {
 import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
 import type { FunctionImageResolver } from "./runtime-image-resolver.js";
 import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
+import { StagedCodeCollector } from "./code-staging.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -168,6 +169,8 @@ export class NodeAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
   private unsubscribeExit?: () => void;
   private started = false;
+  /** Removes staged code (stateDir/code/<hash>) once no function uses it. */
+  private readonly stagedCode: StagedCodeCollector;
 
   constructor(opts: NodeAgentOptions) {
     this.nodeName = opts.nodeName;
@@ -184,6 +187,11 @@ export class NodeAgent {
     this.log = opts.logger ?? createLogger("node-agent");
     this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
     this.allowCodeHostPath = opts.allowCodeHostPath ?? false;
+    this.stagedCode = new StagedCodeCollector(
+      join(this.stateDir, "code"),
+      () => [...this.functions.values()].map((r) => r.codeDir),
+      this.log,
+    );
   }
 
   /** True once {@link start} finished. */
@@ -218,6 +226,8 @@ export class NodeAgent {
       }
     }
     await this.resync();
+    // Code of functions removed while the agent was down (or of a crash mid-staging).
+    await this.stagedCode.sweep();
     for (const rec of this.functions.values()) rec.pool.start();
     this.started = true;
     this.log.info({ functions: this.functions.size, node: this.nodeName }, "node agent started");
@@ -294,6 +304,9 @@ export class NodeAgent {
     const codeDir = await this.stageCode(spec);
     const staged = withStagedCode(spec, codeDir);
     if (existing && !existing.pool.isClosed) {
+      // The old revision's workers may still run its code until they drain.
+      if (existing.codeDir !== codeDir)
+        this.stagedCode.retire(existing.codeDir, this.poolConfig(existing).defaultLeaseMs);
       existing.spec = staged;
       existing.image = image;
       existing.codeDir = codeDir;
@@ -543,7 +556,11 @@ export class NodeAgent {
       await rm(this.specFile(key), { force: true });
       // Busy workers finish in the background.
       this.drainingPools.add(rec.pool);
-      void rec.pool.drained().finally(() => this.drainingPools.delete(rec.pool));
+      this.stagedCode.pin(rec.codeDir);
+      void rec.pool.drained().finally(() => {
+        this.drainingPools.delete(rec.pool);
+        void this.stagedCode.unpin(rec.codeDir);
+      });
       return n;
     });
   }
@@ -611,6 +628,7 @@ export class NodeAgent {
   async close(): Promise<void> {
     this.started = false;
     this.unsubscribeExit?.();
+    this.stagedCode.close();
     await Promise.all([...this.functions.values()].map((r) => r.pool.close()));
     await this.runtime.close();
   }

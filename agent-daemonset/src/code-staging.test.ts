@@ -1,0 +1,163 @@
+// Staged code (stateDir/code/<hash>) goes when no function uses it: first the collector on its
+// own, then a real NodeAgent on the test containerd whose workers mount the staged folders.
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
+import { createLogger } from "@esb/common";
+import {
+  FunctionCodeSchema,
+  FunctionSpecSchema,
+  type FunctionSpec,
+} from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { StagedCodeCollector } from "./code-staging.js";
+import { NodeAgent } from "./node-agent.js";
+import { ContainerdTestFixture } from "./testing/containerd-test-fixture.js";
+
+const log = createLogger("code-staging-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
+
+async function until<T>(what: string, probe: () => T | undefined | false, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("StagedCodeCollector", () => {
+  it("removes a folder only when no function uses it and nothing pins it, and never one outside its root", async () => {
+    const base = mkdtempSync(join(tmpdir(), "esb-code-gc-"));
+    try {
+      const root = join(base, "code");
+      for (const d of ["a", "b", "c", "x.tmp-1"]) mkdirSync(join(root, d), { recursive: true });
+      const outside = join(base, "host-code");
+      mkdirSync(outside);
+      const used = new Set([join(root, "a")]);
+      const gc = new StagedCodeCollector(root, () => used, log);
+      expect(gc.manages(outside)).toBe(false);
+      expect(gc.manages(join(root, "a", "lib"))).toBe(false);
+
+      gc.pin(join(root, "b"));
+      gc.pin(join(root, "b"));
+      expect((await gc.sweep()).sort()).toEqual([join(root, "c"), join(root, "x.tmp-1")]);
+      await gc.unpin(join(root, "b"));
+      expect(existsSync(join(root, "b"))).toBe(true); // still pinned once
+      await gc.unpin(join(root, "b"));
+      expect(existsSync(join(root, "b"))).toBe(false);
+
+      gc.retire(join(root, "a"), 50); // still a function's: stays after the drain time
+      used.delete(join(root, "a"));
+      mkdirSync(join(root, "d"));
+      gc.retire(join(root, "d"), 100);
+      expect(await gc.sweep()).toEqual([]); // pinned while the old revision drains
+      await until(
+        "the retired folder removed",
+        () => !existsSync(join(root, "d")) && !existsSync(join(root, "a")),
+      );
+      await gc.unpin(outside);
+      expect(existsSync(outside)).toBe(true);
+      gc.close();
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("NodeAgent removes staged code with its function (real containerd)", () => {
+  const fx = new ContainerdTestFixture();
+  const stateDir = mkdtempSync(join(tmpdir(), "esb-code-staging-state-"));
+  const codeRoot = join(stateDir, "code");
+  let agent: NodeAgent;
+
+  const newAgent = () =>
+    new NodeAgent({
+      nodeName: `node-${fx.id}`,
+      runtime: fx.runtime(),
+      network: fx.network,
+      stateDir,
+      // Test stand-in: the fixture's image serves as every managed runtime's base image.
+      imageResolver: { prepareRuntimeImage: (_runtime, runtime) => runtime.prepareImage(fx.imageRef) },
+      // A retired revision's code waits timeout + this grace for its workers.
+      leaseGraceMs: 200,
+      logger: log,
+    });
+
+  function spec(name: string, source: string, provisioned = 1): FunctionSpec {
+    return create(FunctionSpecSchema, {
+      ref: { namespace: "default", name },
+      generation: 1n,
+      revision: `rev-${source.length}-${name}-${Buffer.from(source).toString("hex").slice(-12)}`,
+      runtime: "nodejs24.x",
+      handler: "index.handler",
+      code: create(FunctionCodeSchema, { files: { "index.mjs": new TextEncoder().encode(source) } }),
+      memorySizeMb: 128,
+      timeoutSeconds: 1,
+      ephemeralStorageMb: 16,
+      provisionedConcurrency: provisioned,
+      scaling: { pauseAfterMs: 600_000, keepWarmSeconds: 600 },
+    });
+  }
+  const staged = () => (existsSync(codeRoot) ? readdirSync(codeRoot).sort() : []);
+
+  beforeAll(async () => {
+    await fx.setup();
+    agent = newAgent();
+    await agent.start();
+  });
+
+  afterAll(async () => {
+    if (agent) {
+      for (const p of agent.pools()) await agent.destroyFunction(p.ref);
+      await agent.close();
+    }
+    await fx.teardown();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it("keeps shared code until its last function goes, and removes a folder once its function is destroyed", async () => {
+    await agent.prepareFunction(spec("shared-1", "export const handler = async () => 'shared';"));
+    await agent.prepareFunction(spec("shared-2", "export const handler = async () => 'shared';", 0));
+    await agent.prepareFunction(spec("alone", "export const handler = async () => 'alone';"));
+    await until(
+      "the provisioned workers",
+      () => agent.listWorkers().filter((w) => w.state === "idle").length >= 2,
+    );
+    expect(staged()).toHaveLength(2);
+
+    await agent.destroyFunction({ namespace: "default", name: "shared-1" });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(staged()).toHaveLength(2); // shared-2 still runs that code
+    await agent.destroyFunction({ namespace: "default", name: "shared-2" });
+    await until("the shared code removed", () => staged().length === 1);
+    await agent.destroyFunction({ namespace: "default", name: "alone" });
+    await until("every staged folder removed", () => staged().length === 0);
+  }, 120_000);
+
+  it("removes a replaced revision's code after its workers' longest run, and stray folders at start", async () => {
+    await agent.prepareFunction(spec("edited", "export const handler = async () => 1;"));
+    const [first] = staged();
+    await agent.prepareFunction(spec("edited", "export const handler = async () => 2;"));
+    expect(staged()).toHaveLength(2);
+    // timeout 1 s + lease grace 200 ms, then the old revision's folder goes.
+    await until(
+      "the old revision's code removed",
+      () => staged().length === 1 && !staged().includes(first),
+      10_000,
+    );
+
+    // Left behind by a crash: a folder no function uses and a half-staged one.
+    await agent.close();
+    mkdirSync(join(codeRoot, "0123456789abcdef0123456789abcdef"));
+    writeFileSync(join(codeRoot, "0123456789abcdef0123456789abcdef", "index.mjs"), "old");
+    mkdirSync(join(codeRoot, "fedcba9876543210fedcba9876543210.tmp-0011223344556677"));
+    const kept = staged().filter((n) => n !== "0123456789abcdef0123456789abcdef" && !n.includes(".tmp-"));
+    agent = newAgent();
+    await agent.start();
+    expect(staged()).toEqual(kept); // the persisted function keeps its code
+    await agent.destroyFunction({ namespace: "default", name: "edited" });
+    await until("every staged folder removed", () => staged().length === 0);
+  }, 120_000);
+});
