@@ -113,7 +113,8 @@ describe("WorkerPool on containerd", () => {
     p.start();
     await until(() => p.counts().paused === 1, "provisioned worker paused");
     const [first] = p.workerIds();
-    expect(await rt.workerStatus(first)).toBe("paused");
+    // The pool counts a worker paused once it issued the pause; containerd shows it when the pause is done.
+    await until(async () => (await rt.workerStatus(first)) === "paused", "paused in containerd", 10_000);
     const a = await p.acquire({ holderId: "gw" });
     expect(a.workerId).toBe(first);
     const pid = (await rt.listWorkers()).find((w) => w.id === first)?.pid;

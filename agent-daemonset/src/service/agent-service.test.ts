@@ -241,7 +241,12 @@ describe("AgentService over gRPC", () => {
       const { workers } = await controller.listWorkers({ function: { namespace: "default", name: "hello" } });
       return workers.length === 1 && workers[0].state === WorkerState.PAUSED;
     }, "worker paused");
-    expect(await cur!.rt.workerStatus(a.workerId)).toBe("paused");
+    // The pool reports it paused once the pause is issued; containerd shows it when the pause is done.
+    await until(
+      async () => (await cur!.rt.workerStatus(a.workerId)) === "paused",
+      "paused in containerd",
+      10_000,
+    );
 
     const b = await gateway.acquireWorker({
       function: { namespace: "default", name: "hello" },
