@@ -3,7 +3,7 @@ import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/
 import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, normalize, isAbsolute } from "node:path";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { createLogger, isHandlerInsideCode, type Logger } from "@esb/common";
+import { createLogger, isHandlerInsideCode, isReservedEnvironmentVariable, type Logger } from "@esb/common";
 import {
   FunctionCodeSchema,
   FunctionSpecSchema,
@@ -105,29 +105,6 @@ interface FunctionRecord {
   codeDir?: string;
   pool: WorkerPool;
 }
-
-/**
- * Reserved Lambda variables, as AWS reserves them: a function may not set them.
- * (Credentials are not in the list: ESB has no execution role to inject, so
- * functions may bring their own.)
- */
-export const RESERVED_ENV = [
-  "_HANDLER",
-  "_X_AMZN_TRACE_ID",
-  "AWS_REGION",
-  "AWS_DEFAULT_REGION",
-  "AWS_EXECUTION_ENV",
-  "AWS_LAMBDA_FUNCTION_NAME",
-  "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-  "AWS_LAMBDA_FUNCTION_TIMEOUT",
-  "AWS_LAMBDA_FUNCTION_VERSION",
-  "AWS_LAMBDA_INITIALIZATION_TYPE",
-  "AWS_LAMBDA_LOG_GROUP_NAME",
-  "AWS_LAMBDA_LOG_STREAM_NAME",
-  "AWS_LAMBDA_RUNTIME_API",
-  "LAMBDA_TASK_ROOT",
-  "LAMBDA_RUNTIME_DIR",
-] as const;
 
 const DEFAULTS = { memoryMb: 128, timeoutSeconds: 3, tmpMb: 512, pauseAfterMs: 50, keepWarmSeconds: 600 };
 
@@ -724,7 +701,8 @@ function validateSpec(spec: FunctionSpec, allowCodeHostPath: boolean): void {
   const t = spec.timeoutSeconds;
   if (t && (t < 1 || t > 900)) bad(`timeout ${t} s is outside 1–900`);
   for (const name of Object.keys(spec.environment)) {
-    if ((RESERVED_ENV as readonly string[]).includes(name)) {
+    // The same rule as the CRD and the folder validation (one list, in common).
+    if (isReservedEnvironmentVariable(name)) {
       bad(`environment variable ${name} is reserved by Lambda and cannot be set`);
     }
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) bad(`environment variable name "${name}" is invalid`);

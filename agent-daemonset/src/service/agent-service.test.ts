@@ -284,6 +284,12 @@ describe("AgentService over gRPC", () => {
         controller.prepareFunction({ spec: spec("bad", { environment: { AWS_REGION: "eu-west-1" } }) }),
       ),
     ).toBe(Code.InvalidArgument);
+    // The CRD's list (common), not a list of the agent's own: credentials and any AWS_LAMBDA_* too.
+    for (const name of ["AWS_SECRET_ACCESS_KEY", "AWS_LAMBDA_ANYTHING"]) {
+      expect(
+        await codeOf(controller.prepareFunction({ spec: spec("bad", { environment: { [name]: "x" } }) })),
+      ).toBe(Code.InvalidArgument);
+    }
     expect(
       await codeOf(
         controller.prepareFunction({ spec: spec("noimg", { image: `${fx.registry}/missing/image:x` }) }),
