@@ -55,6 +55,11 @@ export class GatewayTestHarness {
 
   async stop(): Promise<void> {
     await this.gateway?.stop();
+    await this.cleanup();
+  }
+
+  /** Closes the agent stand-in and removes the functions folder (for tests that stopped the gateway themselves). */
+  async cleanup(): Promise<void> {
     await this.agent.close();
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }

@@ -287,7 +287,7 @@ describe("Invoke API with the AWS SDK", () => {
       expect((err as ServiceException).$metadata.httpStatusCode).toBe(500);
     } finally {
       client.destroy();
-      await h.gateway.stop();
+      await h.stop();
     }
   });
 });
@@ -309,7 +309,7 @@ describe("warm hold", () => {
       expect(h.agent.releases.length).toBe(1);
     } finally {
       client.destroy();
-      await h.agent.close();
+      await h.cleanup();
     }
   });
 });
@@ -336,7 +336,7 @@ describe("warm hold under load", () => {
       expect(h.agent.releases.length).toBe(2);
     } finally {
       client.destroy();
-      await h.agent.close();
+      await h.cleanup();
     }
   });
 });
@@ -368,7 +368,7 @@ describe("warm hold under a burst", () => {
       await new Promise((r) => setTimeout(r, 1600));
       await h.gateway.stop();
       client.destroy();
-      await h.agent.close();
+      await h.cleanup();
     }
   });
 });
@@ -389,7 +389,7 @@ describe("stopping the gateway", () => {
       expect(h.agent.releases.map((r) => r.outcome)).toEqual([InvocationOutcome.SUCCESS]);
     } finally {
       client.destroy();
-      await h.agent.close();
+      await h.cleanup();
     }
   });
 });
