@@ -2,13 +2,12 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import { Containers } from "@esb/common/gen/containerd/services/containers/v1/containers_pb";
 import { Tasks } from "@esb/common/gen/containerd/services/tasks/v1/tasks_pb";
 import { Status } from "@esb/common/gen/containerd/types/task/task_pb";
-import { FunctionSpecSchema, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import type { FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { AgentMetrics } from "./agent-metrics.js";
 import { AgentResync, type ResyncReport } from "./agent-resync.js";
 import {
@@ -21,7 +20,7 @@ import {
 import { NodeAgent } from "./node-agent.js";
 import { ContainerdRuntime, WorkerRemovalError } from "./runtime/containerd-runtime.js";
 import { WORKER_LABELS, type Runtime, type WorkerExit } from "./runtime/runtime.js";
-import { ContainerdTestFixture } from "./testing/containerd-test-fixture.js";
+import { ContainerdTestFixture, testFunctionSpec } from "./testing/containerd-test-fixture.js";
 
 // The resync of a real NodeAgent on the real test containerd and CNI bridge. Two
 // test fakes wrap the real parts, each to stage one fault: a runtime that hides
@@ -96,14 +95,7 @@ describe("AgentResync (real containerd and CNI)", () => {
   let resync: AgentResync;
 
   function spec(name: string, provisioned: number): FunctionSpec {
-    return create(FunctionSpecSchema, {
-      ref: { namespace: "default", name },
-      generation: 1n,
-      revision: "rev1",
-      image: fx.imageRef,
-      memorySizeMb: 128,
-      timeoutSeconds: 3,
-      ephemeralStorageMb: 16,
+    return testFunctionSpec(fx, name, {
       provisionedConcurrency: provisioned,
       // Idle workers stay running (not frozen) for the whole test: a frozen task ignores SIGKILL.
       scaling: { pauseAfterMs: 600_000, keepWarmSeconds: 600 },

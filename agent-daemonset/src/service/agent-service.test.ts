@@ -20,7 +20,7 @@ import { AgentMetrics } from "../agent-metrics.js";
 import { AgentServer } from "../agent-server.js";
 import { NodeAgent } from "../node-agent.js";
 import { StaticTokenAuthenticator } from "../auth/static-token-authenticator.js";
-import { ContainerdTestFixture, getWorker } from "../testing/containerd-test-fixture.js";
+import { ContainerdTestFixture, getWorker, testFunctionSpec } from "../testing/containerd-test-fixture.js";
 import type { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { WORKER_LABELS } from "../runtime/runtime.js";
 import { TEST_WORKER_BODY } from "../testing/test-image.js";
@@ -113,14 +113,7 @@ describe("AgentService over gRPC", () => {
     name: string,
     over: { environment?: Record<string, string>; image?: string; reservedConcurrency?: number } = {},
   ): FunctionSpec {
-    return create(FunctionSpecSchema, {
-      ref: { namespace: "default", name },
-      generation: 1n,
-      revision: "rev1",
-      image: fx.imageRef,
-      memorySizeMb: 128,
-      timeoutSeconds: 3,
-      ephemeralStorageMb: 16,
+    return testFunctionSpec(fx, name, {
       environment: { GREETING: "hi" },
       scaling: { pauseAfterMs: 50, keepWarmSeconds: 600 },
       ...over,

@@ -3,6 +3,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { FunctionSpecSchema, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { CniNetwork } from "../network/cni-network.js";
 import { ContainerdRuntime } from "../runtime/containerd-runtime.js";
 import { buildTestImage, pushTestImage } from "./test-image.js";
@@ -112,4 +114,25 @@ export class ContainerdTestFixture {
 export async function getWorker(address: string): Promise<string> {
   const res = await fetch(`http://${address}/`, { signal: AbortSignal.timeout(20_000) });
   return res.text();
+}
+
+/**
+ * TEST SUPPORT: a FunctionSpec of the fixture's image in namespace `default`
+ * (128 MB, 3 s timeout, 16 MB /tmp, revision rev1), with `over` applied last.
+ */
+export function testFunctionSpec(
+  fx: ContainerdTestFixture,
+  name: string,
+  over: Exclude<MessageInitShape<typeof FunctionSpecSchema>, FunctionSpec> = {},
+): FunctionSpec {
+  return create(FunctionSpecSchema, {
+    ref: { namespace: "default", name },
+    generation: 1n,
+    revision: "rev1",
+    image: fx.imageRef,
+    memorySizeMb: 128,
+    timeoutSeconds: 3,
+    ephemeralStorageMb: 16,
+    ...over,
+  });
 }
