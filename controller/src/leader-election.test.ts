@@ -330,6 +330,30 @@ describe("LeaderElector against the real kube-apiserver", () => {
     expect(started - cut).toBeGreaterThanOrEqual(4000 - 600);
   });
 
+  it("a partitioned leader whose clock runs slower than its timers still steps down (the deadline timer re-arms)", async () => {
+    const proxy = new PartitionableProxy();
+    stops.push(() => proxy.stop());
+    const server = await proxy.start(new URL(kc.getCurrentCluster()!.server));
+    // Timers fire by the monotonic clock, Date.now() may lag it: here by 10 %.
+    const origin = Date.now();
+    const slowNow = () => origin + (Date.now() - origin) * 0.9;
+    const a = candidate(kubeConfigVia(kc, server), {
+      leaseName: "slow-clock",
+      namespace,
+      identity: "slow",
+      leaseDurationMs: 4000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 200,
+      now: slowNow,
+    });
+    stops.push(() => a.elector.stop());
+    a.elector.start();
+    await eventually("leads", () => a.started(), 10_000);
+    proxy.partitioned = true;
+    await eventually("the slow-clocked leader steps down", () => a.stopped(), 10_000);
+    expect(a.elector.isLeader).toBe(false);
+  });
+
   it("a controller that loses its lease aborts the reconcile in flight and writes nothing more", async () => {
     await installCrd(kc);
     const agent = await new RecordingTestAgent().start();

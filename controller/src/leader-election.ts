@@ -227,8 +227,11 @@ export class LeaderElector {
     const left = this.renewedAt + this.renewDeadlineMs - this.now();
     this.deadlineTimer = setTimeout(
       () => {
-        if (this.leading && this.now() - this.renewedAt >= this.renewDeadlineMs)
-          this.stepDown(`lease not renewed within the renew deadline (${this.renewDeadlineMs} ms)`);
+        if (!this.leading) return;
+        // A timer may fire a millisecond before Date.now() says the deadline has
+        // passed; without re-arming, a partitioned leader would lead forever.
+        if (this.now() - this.renewedAt < this.renewDeadlineMs) this.armRenewDeadline();
+        else this.stepDown(`lease not renewed within the renew deadline (${this.renewDeadlineMs} ms)`);
       },
       Math.max(0, left),
     );
