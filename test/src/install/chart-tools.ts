@@ -57,6 +57,9 @@ export function run(
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
     child.on("error", fail);
     child.on("close", (code, signal) => done({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+    // A program that exits without reading its input closes the pipe (EPIPE);
+    // its exit status and output still say what happened.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(options.input ?? "");
   });
 }
