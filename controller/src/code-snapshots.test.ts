@@ -99,10 +99,8 @@ describe("FolderFunctionSource with code snapshots", () => {
     await source.rescan();
     expect(enqueued).toEqual([]);
 
-    const edited = Date.now();
     await writeFile(join(dir, "fns", "hello", "index.mjs"), "export const handler = async () => 2;");
     await eventually("the code change", () => changes.length > 0);
-    expect(Date.now() - edited).toBeLessThan(2_000);
     const v2 = source.get("default/hello")!;
     expect(v2.metadata.generation).toBe(2);
     expect(v2.spec.code?.path).not.toBe(v1.spec.code?.path);
