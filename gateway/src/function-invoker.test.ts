@@ -53,7 +53,7 @@ describe("FunctionInvoker releases every worker it takes", () => {
     const url = await agent.listen();
     agents = new AgentClientPool(new StaticAgentDiscovery([url]), "gw-invoker-test", 50, logger);
     await agents.start();
-    broker = new WorkerBroker(agents, 60_000, logger);
+    broker = new WorkerBroker(agents, { leaseMs: 60_000, logger });
   });
 
   afterAll(async () => {

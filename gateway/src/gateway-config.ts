@@ -40,6 +40,12 @@ export interface GatewayConfig {
   /** How often agents are heartbeaten and their pools polled (`GATEWAY_HEARTBEAT_MS`). */
   heartbeatMs: number;
   /**
+   * How long an invocation waits for an agent that is unreachable or not (yet)
+   * discovered, e.g. restarting, before failing with ServiceException
+   * (`GATEWAY_AGENT_OUTAGE_WAIT_MS`, default 15000; 0 = fail at once).
+   */
+  agentOutageWaitMs: number;
+  /**
    * File of the durable Event store (`GATEWAY_EVENT_STORE`, an SQLite database,
    * created if missing; `esb up` sets `<stateDir>/gateway/events.db`). Set:
    * accepted Events survive gateway restarts and crashes. Unset: they are kept
@@ -174,6 +180,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     leaseMs: integer(env, "GATEWAY_LEASE_MS", 30000, 1000, 3_600_000),
     warmHoldMs: integer(env, "GATEWAY_WARM_HOLD_MS", 20, 0, 60_000),
     heartbeatMs: integer(env, "GATEWAY_HEARTBEAT_MS", 1000, 100, 60_000),
+    agentOutageWaitMs: integer(env, "GATEWAY_AGENT_OUTAGE_WAIT_MS", 15_000, 0, 900_000),
     eventStore,
     eventQueueSize: integer(env, "GATEWAY_EVENT_QUEUE_SIZE", eventStore ? 100_000 : 1000, 1, 10_000_000),
     eventQueueBytes: integer(

@@ -85,7 +85,12 @@ export class GatewayServer {
       (n) => this.metrics.agents.set(n),
       options.agentToken,
     );
-    const broker = new WorkerBroker(this.agents, config.leaseMs, logger, config.warmHoldMs);
+    const broker = new WorkerBroker(this.agents, {
+      leaseMs: config.leaseMs,
+      logger,
+      warmHoldMs: config.warmHoldMs,
+      agentOutageWaitMs: config.agentOutageWaitMs,
+    });
     this.broker = broker;
     const invoker = new FunctionInvoker(broker, this.workers, logger);
     const recorder = new InvocationRecorder(this.metrics, logger);

@@ -39,6 +39,8 @@ export class GatewayTestHarness {
       FUNCTIONS_DIR: this.dir,
       GATEWAY_EVENT_RETRY_DELAYS_MS: "20,20",
       GATEWAY_HEARTBEAT_MS: "200",
+      // An agent that tests stop stays away: fail after a short ride-through, not the default 15 s.
+      GATEWAY_AGENT_OUTAGE_WAIT_MS: "300",
       ...env,
     });
     const logger = createLogger("gateway-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });

@@ -4,7 +4,7 @@ import { AgentClientPool } from "./agent-client-pool.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import { LoopbackTestAgent } from "./loopback-test-agent.js";
 import { StaticAgentDiscovery } from "./static-agent-discovery.js";
-import { InvocationOutcome, WorkerBroker } from "./worker-broker.js";
+import { InvocationOutcome, WorkerBroker, type WorkerBrokerOptions } from "./worker-broker.js";
 
 // The broker gives back every worker it takes and lists what it holds in its
 // heartbeats: the real broker and agent client pool over gRPC, in front of the
@@ -27,21 +27,12 @@ describe("WorkerBroker gives back every worker it takes", () => {
   let agents: AgentClientPool;
   let broker: WorkerBroker;
 
-  async function start(
-    opts: { warmHoldMs?: number; acquireTimeoutMs?: number; passiveWaitGraceMs?: number } = {},
-  ): Promise<void> {
+  async function start(opts: Omit<WorkerBrokerOptions, "leaseMs" | "logger"> = {}): Promise<void> {
     agent = new LoopbackTestAgent();
     const url = await agent.listen();
     agents = new AgentClientPool(new StaticAgentDiscovery([url]), "gw-broker-test", 50, logger);
     await agents.start();
-    broker = new WorkerBroker(
-      agents,
-      60_000,
-      logger,
-      opts.warmHoldMs ?? 0,
-      opts.acquireTimeoutMs,
-      opts.passiveWaitGraceMs,
-    );
+    broker = new WorkerBroker(agents, { leaseMs: 60_000, logger, ...opts });
   }
 
   afterEach(async () => {
@@ -112,5 +103,33 @@ describe("WorkerBroker gives back every worker it takes", () => {
     broker.release(got, InvocationOutcome.SUCCESS);
     // The late worker is not lost: held, then released with the other.
     await until(() => agent.workerCount() === 2, "the cold-started worker arrived");
+  });
+
+  it("an acquire while the agent is away waits for it to come back, within the outage wait", async () => {
+    await start({ agentOutageWaitMs: 10_000 });
+    const port = Number(new URL(agents.list()[0].url).port);
+    await agent.close();
+    const pending = broker.acquire(FN);
+    await new Promise((r) => setTimeout(r, 600));
+    // The agent restarts on its address (as a DaemonSet pod or esb up's agent does).
+    agent = new LoopbackTestAgent();
+    await agent.listen(port);
+    const lease = await pending;
+    expect(agent.busyLeases()).toEqual([lease.leaseId]);
+    broker.release(lease, InvocationOutcome.SUCCESS);
+  });
+
+  it("an agent that stays away fails the acquire with ServiceException once the outage wait is over", async () => {
+    await start({ agentOutageWaitMs: 400 });
+    const port = Number(new URL(agents.list()[0].url).port);
+    await agent.close();
+    const err = await broker.acquire(FN).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LambdaApiError);
+    expect((err as LambdaApiError).type).toBe("ServiceException");
+    expect((err as LambdaApiError).message).toMatch(
+      /no agent could provide a worker for default\/fn: .*ECONNREFUSED/,
+    );
+    agent = new LoopbackTestAgent();
+    await agent.listen(port);
   });
 });

@@ -6,6 +6,31 @@ import type { FunctionKey } from "./function-name.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import type { StartKindLabel } from "./gateway-metrics.js";
 
+/** Settings of a {@link WorkerBroker}. */
+export interface WorkerBrokerOptions {
+  /** Lease the agent grants per worker (renewed by the pool's heartbeats). */
+  leaseMs: number;
+  logger: Logger;
+  /**
+   * Warm hold: how long a healthy worker is kept by the gateway after its
+   * invocation before ReleaseWorker is sent. A call in that window reuses it
+   * with no agent round trip. 0 (default) releases at once.
+   */
+  warmHoldMs?: number;
+  /** Longest wait for AcquireWorker (cold starts may pull an image); default 120 s. */
+  acquireTimeoutMs?: number;
+  /**
+   * What a caller waiting for another caller's worker (see {@link WorkerBroker.acquire})
+   * waits beyond the function timeout: by default as long as a cold start may take.
+   */
+  passiveWaitGraceMs?: number;
+  /**
+   * How long an acquire keeps asking while no agent is known or every agent is
+   * unreachable (an agent restarting) before failing with ServiceException; default 0.
+   */
+  agentOutageWaitMs?: number;
+}
+
 /** A worker held for exactly one invocation. */
 export interface WorkerLease {
   agent: AgentConnection;
@@ -58,24 +83,24 @@ export class WorkerBroker {
   /** ReleaseWorker calls on their way, awaited at shutdown so that no worker is left leased. */
   private readonly releasing = new Set<Promise<void>>();
 
+  private readonly leaseMs: number;
+  private readonly logger: Logger;
+  private readonly warmHoldMs: number;
+  private readonly acquireTimeoutMs: number;
+  private readonly passiveWaitGraceMs: number;
+  private readonly agentOutageWaitMs: number;
+
   constructor(
     private readonly agents: AgentClientPool,
-    private readonly leaseMs: number,
-    private readonly logger: Logger,
-    /**
-     * Warm hold: how long a healthy worker is kept by the gateway after its
-     * invocation before ReleaseWorker is sent. A call in that window reuses it
-     * with no agent round trip. 0 (default) releases at once.
-     */
-    private readonly warmHoldMs = 0,
-    /** Longest wait for AcquireWorker (cold starts may pull an image). */
-    private readonly acquireTimeoutMs = 120_000,
-    /**
-     * What a caller waiting for another caller's worker (see {@link acquire})
-     * waits beyond the function timeout: by default as long as a cold start may take.
-     */
-    private readonly passiveWaitGraceMs = acquireTimeoutMs,
-  ) {}
+    options: WorkerBrokerOptions,
+  ) {
+    this.leaseMs = options.leaseMs;
+    this.logger = options.logger;
+    this.warmHoldMs = options.warmHoldMs ?? 0;
+    this.acquireTimeoutMs = options.acquireTimeoutMs ?? 120_000;
+    this.passiveWaitGraceMs = options.passiveWaitGraceMs ?? this.acquireTimeoutMs;
+    this.agentOutageWaitMs = options.agentOutageWaitMs ?? 0;
+  }
 
   /**
    * Acquires a worker for one invocation of `fn`; throws {@link LambdaApiError} when none can be had.
@@ -209,17 +234,38 @@ export class WorkerBroker {
     }
   }
 
+  /**
+   * Asks the agents for a worker. While no agent is known or every agent is
+   * unreachable (an agent restarting: its DaemonSet pod replaced, `esb up`'s
+   * agent coming back), it retries for up to `agentOutageWaitMs` instead of
+   * failing at once: the workers usually survive the agent, which re-adopts them.
+   */
   private async acquireFromAgents(fn: FunctionKey, key: string): Promise<WorkerLease> {
+    const deadline = Date.now() + this.agentOutageWaitMs;
+    let delay = 100;
+    for (;;) {
+      const got = await this.askAgents(fn, key);
+      if (!(got instanceof AgentsUnreachable)) return got;
+      if (Date.now() + delay > deadline) throw got.error;
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 1000);
+    }
+  }
+
+  /** One round over the agents: a lease, an {@link AgentsUnreachable} (retryable), or a thrown LambdaApiError. */
+  private async askAgents(fn: FunctionKey, key: string): Promise<WorkerLease | AgentsUnreachable> {
     const all = this.agents.list();
     if (all.length === 0) {
-      throw new LambdaApiError(
-        "ServiceException",
-        "ESB gateway: no agents are known; cannot run functions (check AGENT_URLS / the agent DaemonSet)",
+      return new AgentsUnreachable(
+        new LambdaApiError(
+          "ServiceException",
+          "ESB gateway: no agents are known; cannot run functions (check AGENT_URLS / the agent DaemonSet)",
+        ),
       );
     }
     const healthy = all.filter((a) => a.healthy);
     const candidates = (healthy.length > 0 ? healthy : all).sort((a, b) => score(a, key) - score(b, key));
-    const failures: { agent: string; code: Code | undefined; message: string }[] = [];
+    const failures: { agent: string; code: Code | undefined; message: string; unreachable: boolean }[] = [];
     for (const agent of candidates) {
       const pool = agent.pools.get(key);
       // Optimistically take one warm worker from the local view; the next heartbeat corrects it.
@@ -249,7 +295,12 @@ export class WorkerBroker {
       } catch (err) {
         agent.inflight--;
         const ce = ConnectError.from(err);
-        failures.push({ agent: agent.url, code: ce.code, message: ce.rawMessage });
+        failures.push({
+          agent: agent.url,
+          code: ce.code,
+          message: ce.rawMessage,
+          unreachable: unreachable(ce),
+        });
         if (
           ce.code === Code.Unavailable ||
           ce.code === Code.DeadlineExceeded ||
@@ -278,13 +329,17 @@ export class WorkerBroker {
         `The operation cannot be performed at this time. The function ${key} is not ready on any node: ${notReady.message}`,
       );
     }
-    throw new LambdaApiError(
+    const error = new LambdaApiError(
       "ServiceException",
       `ESB gateway: no agent could provide a worker for ${key}: ` +
         failures
           .map((f) => `${f.agent}: ${f.code !== undefined ? Code[f.code] : "error"} ${f.message}`)
           .join("; "),
     );
+    // Connection refused or reset everywhere: nothing was handed out (a lease granted on a
+    // connection that then broke is not listed by heartbeats, so the agent expires it).
+    if (failures.every((f) => f.unreachable)) return new AgentsUnreachable(error);
+    throw error;
   }
 
   /**
@@ -349,6 +404,21 @@ export class WorkerBroker {
     this.releasing.add(done);
     return done;
   }
+}
+
+/** Socket errors of an agent that is not there (restarting, or its node gone). */
+const UNREACHABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"]);
+
+/** True when the call failed because the agent could not be reached (connect-node reports a refused connection as Internal). */
+function unreachable(err: ConnectError): boolean {
+  if (err.code === Code.Unavailable) return true;
+  const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+  return errno !== undefined && UNREACHABLE_ERRNOS.has(errno);
+}
+
+/** Every agent was unreachable (or none was known): worth asking again shortly. */
+class AgentsUnreachable {
+  constructor(readonly error: LambdaApiError) {}
 }
 
 /** Who is waiting for workers of one function at this gateway. */
