@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm containerd2 up bench clean chart-crds
+	kube-apiserver helm containerd2 up bench chaos clean chart-crds
 
 all: build
 
@@ -73,6 +73,11 @@ up: build
 ## bench: the performance figures of DESIGN.md
 bench: build
 	node bench/dist/main.js
+
+## chaos: fault injection (workers, agent, containerd, gateway killed under load); docs/chaos.md
+CHAOS_ARGS ?=
+chaos: build
+	node test/dist/chaos/main.js $(CHAOS_ARGS)
 
 ## chart-crds: copy crds/ into charts/esb/crds/ (a test checks they are identical)
 chart-crds:
