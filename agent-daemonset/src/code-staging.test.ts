@@ -11,7 +11,7 @@ import {
   FunctionSpecSchema,
   type FunctionSpec,
 } from "@esb/common/gen/esb/agent/v1/agent_pb";
-import { StagedCodeCollector } from "./code-staging.js";
+import { StagedCodeStore } from "./code-staging.js";
 import { NodeAgent } from "./node-agent.js";
 import { ContainerdTestFixture } from "./testing/containerd-test-fixture.js";
 
@@ -27,7 +27,45 @@ async function until<T>(what: string, probe: () => T | undefined | false, ms = 3
   }
 }
 
-describe("StagedCodeCollector", () => {
+describe("StagedCodeStore", () => {
+  it("keeps a folder that a prepare in progress holds while another function with the same code is removed", async () => {
+    const base = mkdtempSync(join(tmpdir(), "esb-code-hold-"));
+    try {
+      const used = new Set<string>();
+      const store = new StagedCodeStore(join(base, "code"), () => used, log);
+      const files = { "index.mjs": Buffer.from("export const handler = async () => 1;") };
+      const a = await store.stage(files); // function A prepared and recorded
+      used.add(a.dir);
+      await a.release();
+      const b = await store.stage(files); // function B prepares the same code...
+      expect(b.dir).toBe(a.dir);
+      used.delete(a.dir); // ...while A is destroyed, before B has recorded the folder
+      store.pin(a.dir);
+      await store.unpin(a.dir);
+      expect(existsSync(b.dir)).toBe(true);
+      used.add(b.dir);
+      await b.release();
+      expect(readdirSync(b.dir)).toEqual(["index.mjs"]);
+      used.delete(b.dir);
+      expect(await store.sweep()).toEqual([b.dir]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a file path leaving /var/task and leaves no staging folder behind", async () => {
+    const base = mkdtempSync(join(tmpdir(), "esb-code-bad-"));
+    try {
+      const store = new StagedCodeStore(join(base, "code"), () => [], log);
+      await expect(
+        store.stage({ "a.js": Buffer.from("1"), "z/../../etc/x": Buffer.from("2") }),
+      ).rejects.toThrow(/must be relative to \/var\/task/);
+      expect(readdirSync(join(base, "code"))).toEqual([]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it("removes a folder only when no function uses it and nothing pins it, and never one outside its root", async () => {
     const base = mkdtempSync(join(tmpdir(), "esb-code-gc-"));
     try {
@@ -36,7 +74,7 @@ describe("StagedCodeCollector", () => {
       const outside = join(base, "host-code");
       mkdirSync(outside);
       const used = new Set([join(root, "a")]);
-      const gc = new StagedCodeCollector(root, () => used, log);
+      const gc = new StagedCodeStore(root, () => used, log);
       expect(gc.manages(outside)).toBe(false);
       expect(gc.manages(join(root, "a", "lib"))).toBe(false);
 

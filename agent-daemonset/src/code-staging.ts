@@ -1,17 +1,28 @@
-import { readdir, rm } from "node:fs/promises";
-import { join, sep } from "node:path";
+import { createHash, randomBytes } from "node:crypto";
+import { chmod, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, isAbsolute, join, normalize, sep } from "node:path";
 import type { Logger } from "@esb/common";
+import { InvalidFunctionSpecError } from "./pool/pool-errors.js";
+
+/** A staged code folder held for the caller until it has recorded its use; see {@link StagedCodeStore.stage}. */
+export interface StagedCodeHold {
+  /** The staged folder (`root/<hash>`). */
+  dir: string;
+  /** Ends the hold; call once the function's record names `dir` (or the prepare failed). */
+  release(): Promise<void>;
+}
 
 /**
- * Removes the agent's staged code folders (`stateDir/code/<hash>`, content-addressed and shared by
- * every function with the same code) once no function uses them any more, so code does not pile
- * up in the state directory after functions are removed or given new code.
+ * The agent's staged code folders (`stateDir/code/<hash>`, content-addressed and shared by every
+ * function with the same code): writes them ({@link stage}) and removes them once no function uses
+ * them any more, so code does not pile up in the state directory after functions are removed or
+ * given new code.
  *
  * A folder is in use while a prepared function's record names it (`inUse()`), or while it is
  * pinned: a destroyed function's busy workers, or the previous revision's workers, still have it
  * mounted until they drain. Folders outside `root` (a standalone `code.hostPath`) are never touched.
  */
-export class StagedCodeCollector {
+export class StagedCodeStore {
   private readonly pins = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -25,7 +36,39 @@ export class StagedCodeCollector {
     private readonly log: Logger,
   ) {}
 
-  /** True when `dir` is one of the folders this collector manages (directly under `root`). */
+  /**
+   * Writes inline code files into their content-addressed folder (reused when it exists) and
+   * holds it until the caller releases the hold: a function with the same code being destroyed
+   * meanwhile must not remove a folder this prepare is about to record. Throws
+   * InvalidFunctionSpecError for a file path that leaves /var/task.
+   */
+  async stage(files: Record<string, Uint8Array>): Promise<StagedCodeHold> {
+    const names = Object.keys(files).sort();
+    const hash = createHash("sha256");
+    // The mode is part of the key: a folder staged with other modes is never reused.
+    for (const n of names) {
+      hash.update(`${n}\0${files[n].length}\0${codeFileMode(n).toString(8)}\0`);
+      hash.update(files[n]);
+    }
+    const dir = join(this.root, hash.digest("hex").slice(0, 32));
+    this.pin(dir);
+    const hold = { dir, release: () => this.unpin(dir) };
+    try {
+      await readdir(dir);
+      return hold; // already staged
+    } catch {
+      // stage it below
+    }
+    try {
+      await writeFolder(dir, files, names);
+      return hold;
+    } catch (err) {
+      await hold.release();
+      throw err;
+    }
+  }
+
+  /** True when `dir` is one of the folders this store manages (directly under `root`). */
   manages(dir: string | undefined): dir is string {
     return !!dir && dir.startsWith(`${this.root}${sep}`) && !dir.slice(this.root.length + 1).includes(sep);
   }
@@ -96,4 +139,41 @@ export class StagedCodeCollector {
       return false;
     }
   }
+}
+
+/** Writes `files` to a temporary folder beside `dir` and renames it into place (a concurrent stage of the same code wins harmlessly). */
+async function writeFolder(dir: string, files: Record<string, Uint8Array>, names: string[]): Promise<void> {
+  // Unique per call: two functions with the same code may stage it at the same moment.
+  const tmp = `${dir}.tmp-${randomBytes(8).toString("hex")}`;
+  const dirs = new Set<string>();
+  try {
+    for (const n of names) {
+      const rel = normalize(n);
+      if (isAbsolute(rel) || rel.startsWith("..") || rel === ".") {
+        throw new InvalidFunctionSpecError(
+          `code file path "${n}" must be relative to /var/task and stay inside it`,
+        );
+      }
+      await mkdir(dirname(join(tmp, rel)), { recursive: true });
+      await writeFile(join(tmp, rel), files[n], { mode: codeFileMode(rel) });
+      // chmod, unlike the modes above, ignores the agent's umask: workers read /var/task as another user (993).
+      await chmod(join(tmp, rel), codeFileMode(rel));
+      for (let d = dirname(join(tmp, rel)); d.startsWith(tmp); d = dirname(d)) dirs.add(d);
+    }
+    for (const d of dirs) await chmod(d, 0o755);
+    await rename(tmp, dir);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+  }
+}
+
+/**
+ * Mode of a staged code file: a custom runtime's `bootstrap` (and shell
+ * scripts) must be executable, as in the zip files AWS accepts; the rest is
+ * read-only data.
+ */
+function codeFileMode(name: string): number {
+  return name === "bootstrap" || name.endsWith("/bootstrap") || name.endsWith(".sh") ? 0o755 : 0o644;
 }

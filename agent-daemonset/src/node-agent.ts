@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import { dirname, join, normalize, isAbsolute } from "node:path";
+import { join, normalize, isAbsolute } from "node:path";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import { createLogger, isHandlerInsideCode, isReservedEnvironmentVariable, type Logger } from "@esb/common";
 import {
@@ -26,7 +26,7 @@ import {
 import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
 import type { FunctionImageResolver } from "./runtime-image-resolver.js";
 import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
-import { StagedCodeCollector } from "./code-staging.js";
+import { StagedCodeStore } from "./code-staging.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -147,7 +147,7 @@ export class NodeAgent {
   private unsubscribeExit?: () => void;
   private started = false;
   /** Removes staged code (stateDir/code/<hash>) once no function uses it. */
-  private readonly stagedCode: StagedCodeCollector;
+  private readonly stagedCode: StagedCodeStore;
 
   constructor(opts: NodeAgentOptions) {
     this.nodeName = opts.nodeName;
@@ -164,7 +164,7 @@ export class NodeAgent {
     this.log = opts.logger ?? createLogger("node-agent");
     this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
     this.allowCodeHostPath = opts.allowCodeHostPath ?? false;
-    this.stagedCode = new StagedCodeCollector(
+    this.stagedCode = new StagedCodeStore(
       join(this.stateDir, "code"),
       () => [...this.functions.values()].map((r) => r.codeDir),
       this.log,
@@ -278,7 +278,23 @@ export class NodeAgent {
       return existing;
     }
     const image = await this.prepareImage(spec);
-    const codeDir = await this.stageCode(spec);
+    const hold = await this.stageCode(spec);
+    try {
+      return await this.record(key, spec, image, hold.dir, startPool);
+    } finally {
+      await hold.release();
+    }
+  }
+
+  /** Records a function's new revision (or first one) with its prepared image and staged code. */
+  private async record(
+    key: string,
+    spec: FunctionSpec,
+    image: PreparedImage,
+    codeDir: string | undefined,
+    startPool: boolean,
+  ): Promise<FunctionRecord> {
+    const existing = this.functions.get(key);
     const staged = withStagedCode(spec, codeDir);
     if (existing && !existing.pool.isClosed) {
       // The old revision's workers may still run its code until they drain.
@@ -317,47 +333,17 @@ export class NodeAgent {
     return this.imageResolver.prepareRuntimeImage(spec.runtime, this.runtime);
   }
 
-  /** Writes inline code files into a content-addressed folder (shared by every worker and revision with the same code). */
-  private async stageCode(spec: FunctionSpec): Promise<string | undefined> {
+  /**
+   * Stages inline code (see {@link StagedCodeStore.stage}); a host path is used as it is. The
+   * returned hold keeps the folder until the caller has recorded it.
+   */
+  private async stageCode(
+    spec: FunctionSpec,
+  ): Promise<{ dir: string | undefined; release(): Promise<void> }> {
     const code = spec.code;
-    if (!code) return undefined;
-    const names = Object.keys(code.files).sort();
-    if (names.length === 0) return code.hostPath || undefined;
-    const hash = createHash("sha256");
-    // The mode is part of the key: a folder staged with other modes is never reused.
-    for (const n of names) {
-      hash.update(`${n}\0${code.files[n].length}\0${codeFileMode(n).toString(8)}\0`);
-      hash.update(code.files[n]);
-    }
-    const dir = join(this.stateDir, "code", hash.digest("hex").slice(0, 32));
-    try {
-      await readdir(dir);
-      return dir; // already staged
-    } catch {
-      // stage it below
-    }
-    // Unique per call: two functions with the same code may stage it at the same moment.
-    const tmp = `${dir}.tmp-${randomBytes(8).toString("hex")}`;
-    const dirs = new Set<string>();
-    for (const n of names) {
-      const rel = normalize(n);
-      if (isAbsolute(rel) || rel.startsWith("..") || rel === ".") {
-        throw new InvalidFunctionSpecError(
-          `code file path "${n}" must be relative to /var/task and stay inside it`,
-        );
-      }
-      await mkdir(dirname(join(tmp, rel)), { recursive: true });
-      await writeFile(join(tmp, rel), code.files[n], { mode: codeFileMode(rel) });
-      // chmod, unlike the modes above, ignores the agent's umask: workers read /var/task as another user (993).
-      await chmod(join(tmp, rel), codeFileMode(rel));
-      for (let d = dirname(join(tmp, rel)); d.startsWith(tmp); d = dirname(d)) dirs.add(d);
-    }
-    for (const d of dirs) await chmod(d, 0o755);
-    await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
-      await rm(tmp, { recursive: true, force: true });
-      if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
-    });
-    return dir;
+    if (!code || Object.keys(code.files).length === 0)
+      return { dir: code?.hostPath || undefined, release: async () => undefined };
+    return this.stagedCode.stage(code.files);
   }
 
   private get specDir(): string {
@@ -654,15 +640,6 @@ function withPauseRetries(rt: Runtime): Runtime {
     onWorkerExit: (listener) => rt.onWorkerExit(listener),
     onWorkerLog: (listener) => rt.onWorkerLog(listener),
   };
-}
-
-/**
- * Mode of a staged code file: a custom runtime's `bootstrap` (and shell
- * scripts) must be executable, as in the zip files AWS accepts; the rest is
- * read-only data.
- */
-function codeFileMode(name: string): number {
-  return name === "bootstrap" || name.endsWith("/bootstrap") || name.endsWith(".sh") ? 0o755 : 0o644;
 }
 
 /** The spec as persisted: inline code replaced by the staged folder, so restarts need not keep the bytes twice. */
