@@ -111,6 +111,7 @@ describe("helm chart charts/esb", () => {
       AGENT_PORT: "50051",
       AGENT_METRICS_PORT: "9090",
       AGENT_STATE_DIR: "/var/lib/esb",
+      AGENT_RESYNC_SECONDS: "60",
       CNI_MODE: "bridge",
       CNI_BRIDGE: "esb-cni0",
       CNI_SUBNET: "10.88.0.0/16",
