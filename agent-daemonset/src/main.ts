@@ -127,6 +127,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       owner: config.nodeName,
       // Podman reads the seccomp profile from a file: keep it in the agent's own state, not /tmp.
       seccompProfileDir: join(config.stateDir, "seccomp"),
+      // Workers' /tmp folders: on the node's disk (the engine must see the same path).
+      stateDir: join(config.stateDir, "docker"),
     });
     log.warn("AGENT_RUNTIME=docker: workers are not isolated from each other or from the node's network");
   }

@@ -27,6 +27,7 @@ import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from
 import type { FunctionImageResolver } from "./runtime-image-resolver.js";
 import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
 import { StagedCodeStore } from "./code-staging.js";
+import { PLATFORM_MEMORY_MB } from "./sandbox/function-memory.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -402,6 +403,8 @@ export class NodeAgent {
       args: overridden ? [...entry, ...cmd] : undefined,
       workingDir: ic?.workingDirectory || (managed ? "/var/task" : undefined),
       memoryMb: spec.memorySizeMb || DEFAULTS.memoryMb,
+      // ESB's emulator runs beside managed-runtime functions; image functions bring their own.
+      platformMemoryMb: managed ? PLATFORM_MEMORY_MB : 0,
       tmpMb: spec.ephemeralStorageMb || DEFAULTS.tmpMb,
       mounts: [
         ...(rec.codeDir ? [{ hostPath: rec.codeDir, containerPath: "/var/task" }] : []),

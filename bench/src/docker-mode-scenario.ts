@@ -39,6 +39,7 @@ export const dockerModeScenario: BenchScenario = {
       network: `esbd${env.id}`,
       subnet: `10.${210 + (parseInt(env.id.slice(0, 2), 16) % 40)}.${id ^ 0x80}.0/24`,
       owner: `${env.nodeName}-docker`,
+      stateDir: join(env.dir, "docker-workers"),
     });
     const agent = new NodeAgent({
       nodeName: `${env.nodeName}-docker`,

@@ -9,6 +9,7 @@ import { accessSync, constants as fsConstants, existsSync, readFileSync, statSyn
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { commandInCgroup, functionCgroupFromEnv, type FunctionCgroup } from "./function-cgroup.js";
 import { restoreRuntimeOnlyEnv } from "./runtime-only-env.js";
 
 /** Largest invocation payload accepted on the Invoke endpoint (AWS synchronous limit, 6 MB). */
@@ -49,8 +50,17 @@ export interface EmulatorOptions {
   startRuntimeAtStart?: boolean;
   /** Where log lines (ours and the runtime's stdout/stderr) go (default process.stdout). */
   log?: (chunk: string | Buffer) => void;
-  /** Source of "Max Memory Used": the worker's cgroup, the runtime process' VmHWM, or auto (cgroup when found). */
+  /**
+   * Source of "Max Memory Used": the function's cgroup (ESB_FUNCTION_CGROUP) or else the
+   * worker's, the runtime process' VmHWM, or auto (a cgroup when found).
+   */
   memorySource?: "auto" | "cgroup" | "process";
+  /**
+   * Called once the answer to an invocation whose runtime the kernel OOM-killed is sent
+   * (emulator-main exits, so the agent replaces the worker, as AWS resets the environment).
+   * Default: nothing (the runtime is restarted).
+   */
+  onOutOfMemory?: () => void;
 }
 
 /** Addresses the emulator listens on after {@link Emulator.start}. */
@@ -232,7 +242,12 @@ function readBody(
  * - payloads over 6 MB get 413 `RequestTooLargeException`.
  */
 export class Emulator {
-  private readonly opts: Required<Omit<EmulatorOptions, "command">> & { command: string[] | undefined };
+  private readonly opts: Required<Omit<EmulatorOptions, "command" | "onOutOfMemory">> & {
+    command: string[] | undefined;
+  };
+  private readonly onOutOfMemory: (() => void) | undefined;
+  /** The function's own memory cgroup the runtime is started in, when the agent made one. */
+  private readonly functionCgroup: FunctionCgroup | undefined;
   private readonly invokeServer: Server;
   private readonly runtimeServer: Server;
   private readonly functionName: string;
@@ -280,8 +295,12 @@ export class Emulator {
       `arn:aws:lambda:${region}:${env.ESB_ACCOUNT_ID || "000000000000"}:function:${this.functionName}`;
     this.taskRoot = env.LAMBDA_TASK_ROOT || "/var/task";
     this.timeoutMs = Math.round(this.opts.timeoutSeconds * 1000);
-    this.memoryPeakFile = this.opts.memorySource === "process" ? undefined : findCgroupMemoryPeak();
-    this.oomFiles = findOomCounters();
+    this.onOutOfMemory = options.onOutOfMemory;
+    this.functionCgroup = functionCgroupFromEnv(env);
+    const fn = this.functionCgroup;
+    this.memoryPeakFile =
+      this.opts.memorySource === "process" ? undefined : (fn?.peakFile ?? findCgroupMemoryPeak());
+    this.oomFiles = fn?.oomFile ? [fn.oomFile] : findOomCounters();
     this.invokeServer = createServer((req, res) => this.onInvokeRequest(req, res));
     this.invokeServer.keepAliveTimeout = 65_000;
     this.invokeServer.requestTimeout = 0;
@@ -360,7 +379,8 @@ export class Emulator {
       this.failPending("Runtime.InvalidEntrypoint", command.error);
       return;
     }
-    const child = spawn(command[0], command.slice(1), {
+    const argv = this.functionCgroup ? commandInCgroup(this.functionCgroup, command) : command;
+    const child = spawn(argv[0], argv.slice(1), {
       cwd: existsSync(this.taskRoot) ? this.taskRoot : undefined,
       env: this.runtimeEnv,
       stdio: ["ignore", "pipe", "pipe"],
@@ -456,6 +476,12 @@ export class Emulator {
     const message = `RequestId: ${inv.id} Error: Runtime exited with error: ${describeExit(code, signal)}`;
     this.complete(inv, jsonBody({ errorType, errorMessage: message }), true, undefined);
     this.writeLog(`${message}\n${errorType}\n`);
+    const onOom = this.onOutOfMemory;
+    if (errorType === "Runtime.OutOfMemory" && onOom) {
+      this.closed = true; // no new runtime, no new invocation: this environment ends
+      inv.res.once("close", onOom);
+      return;
+    }
     // A runtime that got as far as serving the invocation is restarted at once; one that died
     // in init is retried by the next invocation (no crash loop while idle).
     if (proc.ready) this.spawnRuntime();

@@ -9,6 +9,7 @@
 export const WORKER_FILES: string[] = [
   "emulator.js",
   "emulator-main.js",
+  "function-cgroup.js",
   "runtime-only-env.js",
   "node-client.js",
   "node-client-main.js",
@@ -33,5 +34,18 @@ export const EMULATOR_NODE_COMMAND: [string, string] = [
 export const EMULATOR_COMMAND: string[] = [EMULATOR_LAUNCHER_PATH];
 
 /** Content of `/var/runtime/bootstrap` for nodejs runtimes (an executable shell script, mode 0755). */
-export const NODE_BOOTSTRAP_SCRIPT =
-  '#!/bin/sh\nexec /var/lang/bin/node /var/runtime/esb/node-client-main.js "$@"\n';
+export const NODE_BOOTSTRAP_SCRIPT = `#!/bin/sh
+# V8 sizes its heap from the function's memory, as AWS's bootstrap does (new space a tenth,
+# old space the rest), unless NODE_OPTIONS sizes it: the function's memory cgroup is not the
+# one Node finds from inside the worker, so it would size the heap from the node's memory.
+heap=""
+case "$NODE_OPTIONS" in
+  *max-old-space-size*|*max_old_space_size*) ;;
+  *) case "$AWS_LAMBDA_FUNCTION_MEMORY_SIZE" in
+       ""|*[!0-9]*) ;;
+       *) new_space=$((AWS_LAMBDA_FUNCTION_MEMORY_SIZE / 10))
+          heap="--max-semi-space-size=$((new_space / 2)) --max-old-space-size=$((AWS_LAMBDA_FUNCTION_MEMORY_SIZE - new_space))" ;;
+     esac ;;
+esac
+exec /var/lang/bin/node $heap /var/runtime/esb/node-client-main.js "$@"
+`;

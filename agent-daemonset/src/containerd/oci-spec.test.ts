@@ -71,6 +71,38 @@ describe("buildWorkerSpec", () => {
     expect(s.linux.maskedPaths).toContain("/proc/kcore");
   });
 
+  it("gives a function with its own memory cgroup the platform's allowance, the cgroup and a disk /tmp", () => {
+    const ctx = {
+      netnsPath: "/n",
+      cgroupParent: "/esb",
+      tmpHostPath: "/var/lib/esb/agent/containerd/.worker-tmp/w1",
+      functionCgroupDir: "/sys/fs/cgroup/memory/esb/w1/function",
+    };
+    const f = buildWorkerSpec({ ...spec, platformMemoryMb: 96 }, image, ctx);
+    // The worker holds the function (256) and ESB's emulator (96); the child cgroup holds 256.
+    expect(f.linux.resources.memory).toEqual({ limit: 352 * 1024 * 1024, swap: 352 * 1024 * 1024 });
+    expect(f.linux.resources.cpu.shares).toBe(cpuSharesFor(256));
+    expect(f.mounts.find((m) => m.destination === "/tmp")).toEqual({
+      destination: "/tmp",
+      type: "bind",
+      source: ctx.tmpHostPath,
+      options: ["rbind", "rw", "nosuid", "nodev"],
+    });
+    expect(f.mounts.find((m) => m.destination === "/run/esb/function-memory")).toMatchObject({
+      type: "bind",
+      source: ctx.functionCgroupDir,
+      options: expect.arrayContaining(["rw", "noexec", "nosuid", "nodev"]),
+    });
+    expect(f.process.env).toContain("ESB_FUNCTION_CGROUP=/run/esb/function-memory");
+    // Without a function cgroup (cgroup v2 hosts) the allowance is not given: memorySize is the limit.
+    const whole = buildWorkerSpec({ ...spec, platformMemoryMb: 96 }, image, {
+      ...ctx,
+      functionCgroupDir: undefined,
+    });
+    expect(whole.linux.resources.memory.limit).toBe(256 * 1024 * 1024);
+    expect(whole.process.env.some((e) => e.startsWith("ESB_FUNCTION_CGROUP="))).toBe(false);
+  });
+
   it("scales CPU shares with memory like Lambda, at least 2", () => {
     expect(cpuSharesFor(1769)).toBe(1024);
     expect(cpuSharesFor(128)).toBe(74);

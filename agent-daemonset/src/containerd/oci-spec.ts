@@ -1,5 +1,6 @@
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
 import { cpuSharesFor } from "../runtime/worker-resources.js";
+import { FUNCTION_CGROUP_ENV, FUNCTION_CGROUP_PATH } from "../sandbox/function-memory.js";
 import { workerSeccompProfile, type SeccompProfile } from "../sandbox/seccomp-profile.js";
 import { workerUser } from "../sandbox/worker-user.js";
 
@@ -50,6 +51,10 @@ export interface SpecContext {
   netnsPath: string;
   /** Parent cgroup of the worker's cgroup (`<cgroupParent>/<worker id>`), e.g. `/esb`. */
   cgroupParent: string;
+  /** Host folder mounted read-write at /tmp (see WorkerTmpFolders); without it /tmp is a tmpfs. */
+  tmpHostPath?: string;
+  /** Host directory of the function's memory cgroup (see FunctionMemoryCgroups), mounted for the emulator. */
+  functionCgroupDir?: string;
 }
 
 /** Open files limit in AWS Lambda. */
@@ -57,8 +62,10 @@ const NOFILE = 1024;
 
 /**
  * Builds the OCI runtime spec of a worker: image defaults overridden by the
- * worker spec, read-only root with a private tmpfs /tmp, memory (= swap, so no
- * swapping), CPU shares and pids limits, no capabilities, no new privileges,
+ * worker spec, read-only root with a writable /tmp (the caller's disk folder, else
+ * a tmpfs), memory (= swap, so no swapping; memorySize + the platform's allowance
+ * when the function has its own memory cgroup, which is then mounted at
+ * FUNCTION_CGROUP_PATH and named in ESB_FUNCTION_CGROUP), CPU shares and pids limits, no capabilities, no new privileges,
  * the worker seccomp allowlist ({@link workerSeccompProfile}), the image user or
  * else the unprivileged sandbox user ({@link workerUser}), the caller's network
  * namespace and fresh pid/ipc/uts/mount namespaces. No AppArmor profile
@@ -77,7 +84,10 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
   }
   if (!env.has("PATH")) env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   for (const [k, v] of Object.entries(spec.env)) env.set(k, v);
-  const memoryBytes = spec.memoryMb * 1024 * 1024;
+  if (ctx.functionCgroupDir) env.set(FUNCTION_CGROUP_ENV, FUNCTION_CGROUP_PATH);
+  // The function's own limit is its child cgroup's; the worker's adds ESB's processes.
+  const memoryBytes =
+    (spec.memoryMb + (ctx.functionCgroupDir ? (spec.platformMemoryMb ?? 0) : 0)) * 1024 * 1024;
   const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
   const user = workerUser(image.config.user);
   return {
@@ -127,21 +137,40 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
         source: "cgroup",
         options: ["nosuid", "noexec", "nodev", "relatime", "ro"],
       },
-      {
-        destination: "/tmp",
-        type: "tmpfs",
-        source: "tmpfs",
-        // Owned by the worker user: runc gives a tmpfs the mode of the image's own /tmp
-        // (0755 in some images), which would leave a non-root worker without a writable /tmp.
-        options: [
-          "nosuid",
-          "nodev",
-          `size=${spec.tmpMb}m`,
-          "mode=1777",
-          `uid=${user.uid}`,
-          `gid=${user.gid}`,
-        ],
-      },
+      ctx.tmpHostPath
+        ? // Disk, not memory: the folder is made owned by the worker user, mode 1777.
+          {
+            destination: "/tmp",
+            type: "bind",
+            source: ctx.tmpHostPath,
+            options: ["rbind", "rw", "nosuid", "nodev"],
+          }
+        : {
+            destination: "/tmp",
+            type: "tmpfs",
+            source: "tmpfs",
+            // Owned by the worker user: runc gives a tmpfs the mode of the image's own /tmp
+            // (0755 in some images), which would leave a non-root worker without a writable /tmp.
+            options: [
+              "nosuid",
+              "nodev",
+              `size=${spec.tmpMb}m`,
+              "mode=1777",
+              `uid=${user.uid}`,
+              `gid=${user.gid}`,
+            ],
+          },
+      ...(ctx.functionCgroupDir
+        ? [
+            {
+              destination: FUNCTION_CGROUP_PATH,
+              type: "bind",
+              source: ctx.functionCgroupDir,
+              // Read-write for cgroup.procs only (the one file the worker user owns).
+              options: ["rbind", "rw", "nosuid", "nodev", "noexec"],
+            },
+          ]
+        : []),
       ...(spec.mounts ?? []).map((m) => ({
         destination: m.containerPath,
         type: "bind",

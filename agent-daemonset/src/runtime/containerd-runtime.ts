@@ -13,6 +13,7 @@ import type { RegistryCredentials } from "../containerd/registry-client.js";
 import { TaskEventSubscriber, type TaskEvent } from "../containerd/task-event-subscriber.js";
 import { TaskLogPipes } from "../containerd/task-log-pipes.js";
 import type { WorkerNetwork } from "../network/worker-network.js";
+import { WorkerHostResources } from "../sandbox/worker-host-resources.js";
 import {
   RuntimeUnavailableError,
   WORKER_LABELS,
@@ -46,7 +47,7 @@ export interface ContainerdRuntimeOptions {
   namespace?: string;
   /** Gives each worker its network namespace and IP. */
   network: WorkerNetwork;
-  /** Folder for per-worker files (log FIFOs). */
+  /** Folder for per-worker files (log FIFOs; the /tmp folders under `.worker-tmp/`, never a worker id): on disk, not tmpfs. */
   stateDir: string;
   /** Registries (host[:port]) reached over plain HTTP. */
   insecureRegistries?: string[];
@@ -94,6 +95,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly cgroupParent: string;
   private readonly log: Logger;
   private readonly pipes: TaskLogPipes;
+  private readonly hostResources: WorkerHostResources;
   private readonly events: TaskEventSubscriber;
   private readonly exitListeners = new Set<(e: WorkerExit) => void>();
   private readonly logListeners = new Set<(l: WorkerLogLine) => void>();
@@ -122,6 +124,7 @@ export class ContainerdRuntime implements Runtime {
       auth: opts.registryAuth,
       logger: this.log,
     });
+    this.hostResources = new WorkerHostResources(join(opts.stateDir, ".worker-tmp"), this.log);
     this.pipes = new TaskLogPipes(opts.stateDir, (line) => {
       for (const l of this.logListeners) l(line);
     });
@@ -189,7 +192,8 @@ export class ContainerdRuntime implements Runtime {
     const image = await this.storedImage(spec.image.ref);
     const { ip, netnsPath } = await this.network.attach(id);
     try {
-      const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent });
+      const host = await this.hostResources.prepare(spec, `${this.cgroupParent}/${id}`);
+      const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent, ...host });
       const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: ip };
       // The container record references the snapshot key, which keeps it from GC once prepared.
       await this.conn.unary(Containers.method.create, {
@@ -266,6 +270,10 @@ export class ContainerdRuntime implements Runtime {
       this.onRemovalError(id, err as Error);
     });
     await this.pipes.remove(id);
+    await this.hostResources.release(id, `${this.cgroupParent}/${id}`).catch((err: unknown) => {
+      this.log.warn({ id, err: (err as Error).message }, "worker /tmp or cgroup removal failed");
+      this.onRemovalError(id, err as Error);
+    });
     await this.network.detach(id);
     this.oomKilled.delete(id);
   }

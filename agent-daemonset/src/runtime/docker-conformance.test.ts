@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import Docker from "dockerode";
 import { buildTestImage, pushTestImage } from "../testing/test-image.js";
+import { FunctionMemoryCgroups } from "../sandbox/function-memory.js";
 import { DockerRuntime } from "./docker-runtime.js";
 import { describeRuntimeConformance } from "./runtime-conformance.js";
 
@@ -23,7 +27,16 @@ describeRuntimeConformance("docker", async () => {
     await buildTestImage(),
   );
   const docker = new Docker({ socketPath });
-  const runtime = new DockerRuntime({ socketPath, network, subnet, owner: `conformance-${rand}` });
+  const cgroupParent = `/esb-docker-conformance-${rand.toString(16)}`;
+  const stateDir = mkdtempSync(join(tmpdir(), "esb-docker-conformance-"));
+  const runtime = new DockerRuntime({
+    socketPath,
+    network,
+    subnet,
+    owner: `conformance-${rand}`,
+    stateDir,
+    cgroupParent,
+  });
   return {
     runtime,
     imageRef,
@@ -37,6 +50,8 @@ describeRuntimeConformance("docker", async () => {
       if (same.length > 0) throw new Error(`container ${id} still exists (${same[0].State})`);
     },
     async cleanup() {
+      rmSync(stateDir, { recursive: true, force: true });
+      await new FunctionMemoryCgroups().remove(cgroupParent);
       await docker
         .getNetwork(network)
         .remove()

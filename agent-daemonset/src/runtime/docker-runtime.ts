@@ -1,3 +1,5 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import Docker from "dockerode";
 import { createLogger, type Logger } from "@esb/common";
@@ -17,6 +19,7 @@ import {
 } from "./runtime.js";
 import { cpuSharesFor } from "./worker-resources.js";
 import { engineSandboxOptions, type EngineSandboxOptions } from "../sandbox/engine-sandbox-options.js";
+import { dockerWorkerResources, WorkerHostResources } from "../sandbox/worker-host-resources.js";
 import { workerUser } from "../sandbox/worker-user.js";
 
 /** Options of {@link DockerRuntime}. */
@@ -34,6 +37,17 @@ export interface DockerRuntimeOptions {
    * folder where a new private folder holding that file is made. Default: the OS temp folder.
    */
   seccompProfileDir?: string;
+  /**
+   * Folder of the per-worker /tmp folders, on disk and at the same path on the
+   * engine's host (default: `esb-docker-workers` in the OS temp folder).
+   */
+  stateDir?: string;
+  /**
+   * cgroup (cgroup v1, engine with the `cgroupfs` driver) under which each worker
+   * of a managed runtime gets `<cgroupParent>/<id>` with its function's memory
+   * cgroup. Default `/esb-docker`.
+   */
+  cgroupParent?: string;
   logger?: Logger;
 }
 
@@ -61,12 +75,21 @@ export class DockerRuntime implements Runtime {
   private events: Readable | undefined;
   private closed = false;
   private sandbox: Promise<EngineSandboxOptions> | undefined;
+  private readonly hostResources: WorkerHostResources;
+  private readonly cgroupParent: string;
+  /** The engine makes containers' cgroups under a given cgroup path (cgroupfs driver). */
+  private cgroupfs = false;
 
   constructor(private readonly options: DockerRuntimeOptions = {}) {
     this.docker = new Docker({ socketPath: options.socketPath ?? "/var/run/docker.sock" });
     this.network = options.network ?? "esb";
     this.owner = options.owner;
     this.log = options.logger ?? createLogger("docker-runtime");
+    this.hostResources = new WorkerHostResources(
+      options.stateDir ?? join(tmpdir(), "esb-docker-workers"),
+      this.log,
+    );
+    this.cgroupParent = (options.cgroupParent ?? "/esb-docker").replace(/\/+$/, "");
   }
 
   async start(): Promise<void> {
@@ -79,6 +102,13 @@ export class DockerRuntime implements Runtime {
     }
     await this.ensureNetwork();
     await this.sandboxOptions();
+    const info = (await this.docker.info()) as { CgroupDriver?: string };
+    this.cgroupfs = info.CgroupDriver === "cgroupfs";
+    if (!this.cgroupfs)
+      this.log.warn(
+        { cgroupDriver: info.CgroupDriver },
+        "the engine's cgroup driver is not cgroupfs: managed-runtime workers are limited to memorySize as a whole",
+      );
     await this.subscribeEvents();
   }
 
@@ -118,26 +148,31 @@ export class DockerRuntime implements Runtime {
     const labels: Record<string, string> = { ...spec.labels, [WORKER_LABELS.role]: "worker" };
     // Docker has no namespaces: the owner label is what scopes listWorkers to this agent.
     if (this.owner) labels[WORKER_LABELS.owner] = this.owner;
-    const memoryBytes = spec.memoryMb * 1024 * 1024;
     const user = workerUser(spec.image.config.user);
     const sandbox = await this.sandboxOptions();
+    const cgroup = `${this.cgroupParent}/${spec.id}`;
+    const host = await this.hostResources.prepare(
+      this.cgroupfs ? spec : { ...spec, platformMemoryMb: 0 },
+      cgroup,
+    );
+    const resources = dockerWorkerResources(spec, host, cgroup);
     const create: Docker.ContainerCreateOptions = {
       name: spec.id,
       Image: spec.image.ref,
-      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Env: Object.entries({ ...spec.env, ...resources.env }).map(([k, v]) => `${k}=${v}`),
       Labels: labels,
       WorkingDir: spec.workingDir || spec.image.config.workingDir || undefined,
       User: `${user.uid}:${user.gid}`,
       HostConfig: {
         NetworkMode: this.network,
-        Memory: memoryBytes,
-        MemorySwap: memoryBytes,
+        ...resources.hostConfig,
+        Binds: [
+          ...resources.hostConfig.Binds,
+          ...(spec.mounts ?? []).map((m) => `${m.hostPath}:${m.containerPath}:ro`),
+        ],
         CpuShares: cpuSharesFor(spec.memoryMb),
         PidsLimit: spec.pidsLimit ?? 1024,
         ReadonlyRootfs: true,
-        // Owned by the worker user, as with containerd: runc gives the tmpfs the mode of the image's /tmp.
-        Tmpfs: { "/tmp": `rw,size=${spec.tmpMb}m,mode=1777,${sandbox.tmpfsOwner(user)}` },
-        Binds: (spec.mounts ?? []).map((m) => `${m.hostPath}:${m.containerPath}:ro`),
         CapDrop: ["ALL"],
         SecurityOpt: ["no-new-privileges", sandbox.seccompOpt],
       },
@@ -190,9 +225,12 @@ export class DockerRuntime implements Runtime {
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (err) {
-      if (statusOf(err) === 404) return;
-      throw this.translate(err, `remove worker ${id}`);
+      if (statusOf(err) !== 404) throw this.translate(err, `remove worker ${id}`);
     }
+    // The container is gone: its /tmp folder and what the engine left of its cgroups go too.
+    await this.hostResources.release(id, `${this.cgroupParent}/${id}`).catch((err: unknown) => {
+      this.log.warn({ id, err: (err as Error).message }, "worker /tmp or cgroup removal failed");
+    });
   }
 
   async listWorkers(): Promise<ListedWorker[]> {

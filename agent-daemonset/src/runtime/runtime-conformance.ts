@@ -29,6 +29,20 @@ echo "pipe=$(echo abc | tr a-c A-C)"
 echo probe=done
 `;
 
+/** Run by a worker with `platformMemoryMb`: what {@link Runtime} promises about its function's memory and /tmp. */
+const FUNCTION_MEMORY_PROBE = `
+echo "cgroup=$ESB_FUNCTION_CGROUP"
+echo "limit=$(cat "$ESB_FUNCTION_CGROUP/memory.limit_in_bytes")"
+echo "tmp-fs=$(grep ' /tmp ' /proc/mounts | cut -d' ' -f3)"
+/bin/sh -c 'echo $$ > "$ESB_FUNCTION_CGROUP/cgroup.procs" || exit 9
+  dd if=/dev/zero of=/tmp/big bs=1048576 count=64 2>/dev/null && echo dd=ok
+  exec /bin/busybox awk "BEGIN { s = \\"x\\"; while (1) { s = s s } }"'
+echo "function=$?"
+if echo 1 2>/dev/null > "$ESB_FUNCTION_CGROUP/memory.limit_in_bytes"; then echo limit-file=writable; else echo limit-file=read-only; fi
+echo after=alive
+echo probe=done
+`;
+
 /** What a {@link Runtime} implementation provides to run the conformance suite. */
 export interface ConformanceFixture {
   /** The runtime under test, not yet started. */
@@ -278,6 +292,30 @@ export function describeRuntimeConformance(name: string, setup: () => Promise<Co
       const exit = await exitOf(s.id);
       expect(exit.exitCode).toBe(137);
       if (fx.reportsOomKills !== false) expect(exit.oomKilled).toBe(true);
+    });
+
+    it("gives a function its own memory cgroup inside the worker's, and a /tmp on disk", async () => {
+      // The worker (32 MB function + 64 MB platform) plays both parts: its shell is the platform,
+      // a child joins the function's cgroup as the emulator's runtime does, writes 64 MB to /tmp
+      // (disk: more than its memory, yet it lives) and then allocates until it is OOM-killed.
+      const s = spec({ memoryMb: 32, platformMemoryMb: 64, args: ["/bin/sh", "-c", FUNCTION_MEMORY_PROBE] });
+      await runtime.startWorker(s);
+      expect(await exitOf(s.id)).toMatchObject({ exitCode: 0, oomKilled: false });
+      const out = await waitFor(
+        "probe output",
+        () => logsOf(s.id).includes("stdout:probe=done") && logsOf(s.id),
+      );
+      expect(out).toEqual(
+        expect.arrayContaining([
+          "stdout:cgroup=/run/esb/function-memory",
+          `stdout:limit=${32 * 1024 * 1024}`,
+          "stdout:dd=ok",
+          "stdout:function=137",
+          "stdout:limit-file=read-only",
+          "stdout:after=alive",
+        ]),
+      );
+      expect(out.find((l) => l.startsWith("stdout:tmp-fs="))).not.toBe("stdout:tmp-fs=tmpfs");
     });
 
     it("removes workers completely and idempotently", async () => {

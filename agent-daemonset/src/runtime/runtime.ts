@@ -62,9 +62,21 @@ export interface WorkerSpec {
   /** Process args; empty means the image's entrypoint + cmd. */
   args?: string[];
   workingDir?: string;
-  /** Memory limit in MiB (= memorySize); also sets the CPU share. */
+  /** Memory limit in MiB of the function (= memorySize); also sets the CPU share. */
   memoryMb: number;
-  /** Size of the writable /tmp in MiB. */
+  /**
+   * Memory in MiB for ESB's own processes in the worker (the emulator), on top of
+   * `memoryMb`. When set, the worker's cgroup is limited to memoryMb + this, and
+   * the runtime prepares a child memory cgroup limited to `memoryMb` that the
+   * worker's emulator moves the function's process into (`ESB_FUNCTION_CGROUP`);
+   * when 0 or missing (images with their own emulator), the whole worker is
+   * limited to `memoryMb`.
+   */
+  platformMemoryMb?: number;
+  /**
+   * Ephemeral storage of /tmp in MiB (ephemeralStorage). /tmp is a per-worker folder on
+   * the node's disk, removed with the worker; the size is advertised, not enforced.
+   */
   tmpMb: number;
   /** Read-only bind mounts: host path → container path (e.g. code at /var/task). */
   mounts?: { hostPath: string; containerPath: string }[];
