@@ -50,7 +50,8 @@ export class ChaosLoad {
   readonly outcomes: CallOutcome[] = [];
   /** Calls started so far. */
   issued = 0;
-  private t0 = 0;
+  /** performance.now() when {@link run} started: the zero of every time in the outcomes. */
+  t0 = 0;
   private readonly lambda: LambdaClient;
 
   constructor(private readonly options: ChaosLoadOptions) {
@@ -195,10 +196,10 @@ function parseJson(text: string): Record<string, unknown> | undefined {
   }
 }
 
-/** ECONNREFUSED, ECONNRESET, … of a failed request (fetch wraps it in `cause`). */
+/** ECONNREFUSED, ECONNRESET, … of a failed request (fetch wraps it in `cause`); else the message. */
 function transportType(err: unknown): string {
-  const e = err as { code?: string; name?: string; cause?: { code?: string; name?: string } };
-  return e.code ?? e.cause?.code ?? e.cause?.name ?? e.name ?? "Error";
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  return e.code ?? e.cause?.code ?? (e.message || e.cause?.message || "Error").slice(0, 60);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -51,6 +51,8 @@ export interface ChaosReport {
   transport: { type: string; duringGatewayOutage: number; outside: number }[];
   hung: { mode: CallMode; start: number }[];
   misrouted: { mode: CallMode; token: string; got?: string }[];
+  /** The ten longest calls (start: ms since the load started, to set beside the faults' times). */
+  slowest: { mode: CallMode; kind: string; start: number; ms: number }[];
   events: Omit<EventTally, "lost"> & { lost: number; lostSample: string[] };
   faults: Fault[];
   leftovers: Leftovers;
@@ -133,12 +135,13 @@ export function formatReport(r: ChaosReport): string {
   );
   out.push(
     table(
-      ["fault", "at call", "recovery ms", "what"],
+      ["fault", "at call", "at ms", "recovery ms", "what"],
       r.faults
         .filter((f) => f.kind !== "worker-kill" || f.error)
         .map((f) => [
           f.kind,
           String(f.at),
+          String(Math.round(f.injectedAt ?? NaN)),
           f.recoveredAt !== undefined && f.injectedAt !== undefined
             ? String(Math.round(f.recoveredAt - f.injectedAt))
             : "-",
@@ -147,7 +150,12 @@ export function formatReport(r: ChaosReport): string {
     ),
   );
   const kills = r.faults.filter((f) => f.kind === "worker-kill");
-  out.push(`worker kills: ${kills.length} bursts: ${kills.map((k) => k.detail ?? k.error).join("; ")}`);
+  out.push(
+    `worker kills: ${kills.length} bursts: ${kills.map((k) => `@${Math.round(k.injectedAt ?? NaN)} ms ${k.detail ?? k.error}`).join("; ")}`,
+  );
+  out.push(
+    `slowest calls (start ms + duration ms): ${r.slowest.map((c) => `${c.mode} ${c.kind} @${c.start}+${c.ms}`).join(", ")}`,
+  );
   out.push(
     table(
       ["name", "unit", "n", "p50", "p90", "p99", "max", "note"],

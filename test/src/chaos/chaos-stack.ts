@@ -1,7 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,38 +16,16 @@ import {
 import { AgentService, type WorkerInfo } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { Controller, FolderFunctionSource, StaticAgentDirectory } from "@esb/controller";
 import { stringify } from "yaml";
-import { DaemonProcess } from "./daemon-process.js";
+import { DaemonProcess, freePort, httpOk, socketAccepts } from "./daemon-process.js";
+import { CHAOS_FUNCTION, CHAOS_FUNCTION_CODE, CHAOS_ROUTE } from "./chaos-function.js";
+
+export { CHAOS_FUNCTION, CHAOS_ROUTE } from "./chaos-function.js";
 import { EventRecorder } from "./event-recorder.js";
 
 const run = promisify(execFile);
 
 /** Root of the repository (test/dist/chaos → ../../..). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-
-/** Name of the function every chaos call goes to (namespace `default`). */
-export const CHAOS_FUNCTION = "chaos-echo";
-/** Its HTTP route. */
-export const CHAOS_ROUTE = "/chaos/echo";
-
-/**
- * The chaos function: echoes the caller's token (so an answer routed to the
- * wrong caller shows), and for Event calls first POSTs the token to the
- * recorder outside the worker, failing when the recorder did not take it.
- */
-export const CHAOS_FUNCTION_CODE = `const recorder = process.env.RECORDER_URL;
-export const handler = async (event) => {
-  const http = typeof event?.requestContext?.http === "object";
-  const input = http
-    ? JSON.parse(event.isBase64Encoded ? Buffer.from(event.body, "base64").toString() : event.body)
-    : event;
-  if (input.record) {
-    const res = await fetch(recorder, { method: "POST", body: input.token });
-    if (res.status !== 204) throw new Error("recorder answered " + res.status);
-  }
-  const out = { token: input.token };
-  return http ? { statusCode: 200, headers: { "content-type": "application/json" }, body: JSON.stringify(out) } : out;
-};
-`;
 
 /** Options of {@link ChaosStack}. */
 export interface ChaosStackOptions {
@@ -370,35 +347,6 @@ export class ChaosStack {
       await new Promise((r) => setTimeout(r, 250));
     }
   }
-}
-
-/** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolvePort(port));
-    });
-  });
-}
-
-async function httpOk(url: string): Promise<boolean> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  await res.arrayBuffer();
-  return res.ok;
-}
-
-function socketAccepts(path: string): Promise<boolean> {
-  return new Promise((resolveOk) => {
-    const s = connect(path);
-    s.once("connect", () => {
-      s.destroy();
-      resolveOk(true);
-    });
-    s.once("error", () => resolveOk(false));
-  });
 }
 
 /** Removes the (empty) per-namespace cgroup folders runc left under every v1 hierarchy. */

@@ -150,6 +150,7 @@ export async function runChaos(
       leftovers,
       events,
       faults,
+      stack,
     });
     report.durationSeconds = Math.round((performance.now() - started) / 100) / 10;
     return report;
@@ -182,6 +183,7 @@ interface ReportInput {
   leftovers: Leftovers;
   events: EventTally;
   faults: ReturnType<typeof faultSchedule>;
+  stack: ChaosStack;
 }
 
 function buildReport(i: ReportInput): ChaosReport {
@@ -298,6 +300,19 @@ function buildReport(i: ReportInput): ChaosReport {
     i.faults
       .filter((f) => f.kind === kind && f.recoveredAt !== undefined && f.injectedAt !== undefined)
       .map((f) => f.recoveredAt! - f.injectedAt!);
+  const firstSeen = i.stack.recorder.firstSeen;
+  const eventRun = outcomes
+    .filter((o) => o.mode === "event" && o.kind === "ok" && firstSeen.has(o.token))
+    .map((o) => firstSeen.get(o.token)! - i.load.t0 - o.start);
+  const slowest = [...outcomes]
+    .sort((a, b) => b.end - b.start - (a.end - a.start))
+    .slice(0, 10)
+    .map((o) => ({
+      mode: o.mode,
+      kind: o.kind,
+      start: Math.round(o.start),
+      ms: Math.round(o.end - o.start),
+    }));
   const figures = [
     figure(
       "chaos-sync-ok",
@@ -307,6 +322,12 @@ function buildReport(i: ReportInput): ChaosReport {
     ),
     figure("chaos-event-accepted", "ms", okLatency("event"), "Event Invoke (SDK) to its 202"),
     figure("chaos-http-ok", "ms", okLatency("http"), "successful HTTP route call"),
+    figure(
+      "chaos-event-run",
+      "ms",
+      eventRun,
+      "Event Invoke sent -> its first run recorded outside the worker",
+    ),
     ...["agent-kill", "agent-term", "containerd-kill", "gateway-kill"]
       .filter((k) => recovery(k).length > 0)
       .map((k) =>
@@ -325,6 +346,7 @@ function buildReport(i: ReportInput): ChaosReport {
     transport: [...transport.values()],
     hung,
     misrouted,
+    slowest,
     events: { ...ev, lost: ev.lost.length, lostSample: ev.lost.slice(0, 20) },
     faults: i.faults,
     leftovers: l,

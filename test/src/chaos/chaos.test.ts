@@ -1,3 +1,4 @@
+import { describe, expect, it } from "@jest/globals";
 import { formatReport } from "./chaos-report.js";
 import { checkChaosPrerequisites, QUICK_CHAOS, runChaos } from "./chaos-suite.js";
 

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { connect, createServer } from "node:net";
 
 /** How a {@link DaemonProcess} is started and when it counts as up. */
 export interface DaemonSpec {
@@ -90,4 +91,35 @@ export class DaemonProcess {
     await this.kill(signal);
     await this.start();
   }
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** True when GET `url` answers 2xx within 2 s. */
+export async function httpOk(url: string): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await res.arrayBuffer();
+  return res.ok;
+}
+
+/** True when the Unix socket `path` accepts a connection. */
+export function socketAccepts(path: string): Promise<boolean> {
+  return new Promise((resolveOk) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolveOk(true);
+    });
+    s.once("error", () => resolveOk(false));
+  });
 }

@@ -10,6 +10,8 @@ import { createServer, type Server } from "node:http";
 export class EventRecorder {
   /** token → times it was recorded. */
   readonly seen = new Map<string, number>();
+  /** token → performance.now() when it was first recorded. */
+  readonly firstSeen = new Map<string, number>();
   private server: Server | undefined;
 
   /** Listens on `host:port`; throws when the address cannot be bound. */
@@ -21,6 +23,7 @@ export class EventRecorder {
         const token = Buffer.concat(chunks).toString("utf8").trim();
         if (req.method === "POST" && /^[A-Za-z0-9_-]{1,64}$/.test(token)) {
           this.seen.set(token, (this.seen.get(token) ?? 0) + 1);
+          if (!this.firstSeen.has(token)) this.firstSeen.set(token, performance.now());
           res.writeHead(204).end();
         } else {
           res.writeHead(400).end();
