@@ -1,10 +1,8 @@
 import { realpathSync, statSync, watch, type FSWatcher } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
-import { isAbsolute, join, resolve, sep } from "node:path";
-import { parseAllDocuments } from "yaml";
+import { join, resolve, sep } from "node:path";
 import {
   functionRevision,
-  validateLambdaFunction,
+  readManifestFolder,
   type LambdaFunction,
   type LambdaFunctionStatus,
   type Logger,
@@ -33,6 +31,8 @@ export interface FolderFunctionSourceOptions {
   snapshotGraceMs?: number;
   /** Called when a function's code changed under `code.path` (not its manifest), with the new revision. */
   onCodeChange?: (fn: LambdaFunction, revision: string) => void;
+  /** Called with each status the controller records (after the logger has it). */
+  onStatus?: (fn: LambdaFunction, status: LambdaFunctionStatus) => void;
   logger: Logger;
 }
 
@@ -43,8 +43,6 @@ interface Entry {
   /** The live `code.path` folder when `fn.spec.code.path` names its snapshot. */
   liveCodePath?: string;
 }
-
-const MANIFEST = /\.(ya?ml|json)$/i;
 
 /**
  * LambdaFunctions read from the YAML/JSON manifests in one folder (standalone
@@ -201,6 +199,7 @@ export class FolderFunctionSource implements FunctionSource {
       },
       "function status",
     );
+    this.options.onStatus?.(fn, status);
   }
 
   async readConfigMap(): Promise<Record<string, Uint8Array> | undefined> {
@@ -221,63 +220,16 @@ export class FolderFunctionSource implements FunctionSource {
   }
 
   private async scan(): Promise<void> {
-    let names: string[];
-    let folderRead = false;
-    try {
-      names = (await readdir(this.dir)).filter((n) => MANIFEST.test(n)).sort();
-      folderRead = true;
-    } catch (err) {
-      this.options.logger.warn(
-        { err: String((err as Error).message), dir: this.dir },
-        "cannot read functions folder",
-      );
-      names = [];
-    }
+    const scan = await readManifestFolder(this.dir, this.options.defaultNamespace ?? "default", (fn) =>
+      fn.spec.code?.path ? this.confineCodePath(fn.spec.code.path) : undefined,
+    );
+    const folderRead = scan.folderRead;
+    if (!folderRead)
+      this.options.logger.warn({ err: scan.folderError, dir: this.dir }, "cannot read functions folder");
+    const invalid = scan.invalid;
     const next = new Map<string, Entry>();
-    const invalid = new Map<string, string[]>();
-    for (const name of names) {
-      const file = join(this.dir, name);
-      let text: string;
-      try {
-        text = await readFile(file, "utf8");
-      } catch {
-        continue; // removed between readdir and read
-      }
-      const docs = parseAllDocuments(text);
-      const fileErrors: string[] = [];
-      (Array.isArray(docs) ? docs : [docs]).forEach((doc, i) => {
-        const where = docs.length > 1 ? `${name} (document ${i + 1})` : name;
-        if (doc.errors.length > 0) {
-          fileErrors.push(`${where}: invalid YAML: ${doc.errors[0].message}`);
-          return;
-        }
-        const obj = doc.toJS() as unknown;
-        if (obj === null || obj === undefined) return; // empty document
-        const r = validateLambdaFunction(obj, this.options.defaultNamespace ?? "default");
-        if (!r.ok) {
-          fileErrors.push(...r.errors.map((e) => `${where}: ${e}`));
-          return;
-        }
-        const fn = r.fn;
-        if (fn.spec.code?.path && !isAbsolute(fn.spec.code.path))
-          fn.spec.code.path = resolve(this.dir, fn.spec.code.path);
-        const confined = fn.spec.code?.path ? this.confineCodePath(fn.spec.code.path) : undefined;
-        if (confined) {
-          fileErrors.push(`${where}: ${confined}`);
-          return;
-        }
-        const key = functionKey(fn);
-        if (next.has(key)) {
-          fileErrors.push(
-            `${where}: LambdaFunction ${key} is already defined in ${next.get(key)!.file}; ignored`,
-          );
-          return;
-        }
-        delete fn.status;
-        next.set(key, { fn, file: name, specJson: JSON.stringify(fn.spec) });
-      });
-      if (fileErrors.length > 0) invalid.set(name, fileErrors);
-    }
+    for (const { fn, file } of scan.functions)
+      next.set(functionKey(fn), { fn, file, specJson: JSON.stringify(fn.spec) });
     // Log each file's problems once per distinct content of the messages.
     for (const [file, errors] of invalid) {
       const sig = errors.join("\n");
