@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-import { readFileSync, realpathSync, statSync } from "node:fs";
+import { mkdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createLogger } from "@esb/common";
+import { pino } from "pino";
+import { createLogger, setLogDestination } from "@esb/common";
 import { parseDestinations } from "@esb/agent/network/worker-firewall";
 import { parseCredentials } from "@esb/gateway/sigv4-credentials";
 import { credentialsFromEnv, invokeFunction } from "./invoke-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
+import { TerminalLogStream } from "./terminal-log.js";
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -76,6 +79,14 @@ export function buildProgram(): Command {
         .choices(["invokeApi", "all"])
         .default("invokeApi"),
     )
+    .addOption(
+      new Option(
+        "--log-format <format>",
+        "human: progress, function changes and warnings here, JSON logs in <state-dir>/esb.log; json: every JSON log line here",
+      )
+        .choices(["human", "json"])
+        .default("human"),
+    )
     .action(
       async (opts: {
         functions: string;
@@ -90,9 +101,23 @@ export function buildProgram(): Command {
         workerAllow: string[];
         credentials?: string;
         authScope: "invokeApi" | "all";
+        logFormat: "human" | "json";
       }) => {
-        const logger = createLogger("esb");
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
+        if (opts.logFormat === "human") {
+          // JSON logs go to a file; people see progress, function changes and warnings.
+          const logFile = join(opts.stateDir, "esb.log");
+          mkdirSync(opts.stateDir, { recursive: true });
+          setLogDestination(
+            pino.multistream([
+              { level: "trace", stream: pino.destination({ dest: logFile, append: true, sync: true }) },
+              { level: "warn", stream: new TerminalLogStream(process.stderr) },
+            ]),
+          );
+          progress(`logs (JSON) in ${logFile}; warnings and errors also here`);
+        }
+        const logger = createLogger("esb");
+        let started = false;
         if (opts.credentials) {
           // Checked before anything starts: a typo should not cost a containerd start-up.
           try {
@@ -119,6 +144,9 @@ export function buildProgram(): Command {
           authScope: opts.authScope,
           logger,
           progress,
+          onFunctionChange: (f) => {
+            if (started) progress(`${f.name}: ${f.ready ? "ready" : `not ready: ${f.reason} ${f.message}`}`);
+          },
         });
         let stopping = false;
         const shutdown = (signal: string) => {
@@ -159,6 +187,7 @@ export function buildProgram(): Command {
           progress(
             `warning: anyone who reaches ${opts.host}:${opts.port} can invoke every function (see --credentials)`,
           );
+        started = true;
         progress(
           opts.credentials
             ? `ESB is up. Try (with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of a key in ${opts.credentials}): ` +

@@ -44,6 +44,8 @@ export interface StandaloneOptions {
   logger: Logger;
   /** Progress lines for the user (start-up steps). */
   progress: (line: string) => void;
+  /** Called when a function's readiness (Ready condition status or reason) changes. */
+  onFunctionChange?: (report: FunctionReport) => void;
 }
 
 /** A function's state as `esb up` reports it. */
@@ -68,6 +70,8 @@ export class StandaloneStack {
   private gateway: GatewayServer | undefined;
   private controller: Controller | undefined;
   private source: FolderFunctionSource | undefined;
+  /** Readiness last told to onFunctionChange, by namespace/name. */
+  private readonly lastStates = new Map<string, string>();
   private gatewayPort = 0;
 
   constructor(private readonly options: StandaloneOptions) {}
@@ -134,7 +138,14 @@ export class StandaloneStack {
       });
       this.gateway = new GatewayServer({
         config: gatewayConfig,
-        registry: new FolderFunctionRegistry(this.options.functionsDir, gatewayConfig.namespace, logger),
+        // The controller reports invalid manifests; the gateway reads the folder quietly.
+        registry: new FolderFunctionRegistry(
+          this.options.functionsDir,
+          gatewayConfig.namespace,
+          logger,
+          undefined,
+          "debug",
+        ),
         discovery: new StaticAgentDiscovery([agentUrl]),
         agentToken: staticTokenSource(tokens.gateway),
         logger: logger.child({ component: "gateway" }),
@@ -155,6 +166,7 @@ export class StandaloneStack {
         // Workers run a snapshot of code.path: an edit is a new revision and old workers drain.
         codeSnapshotDir: join(stateDir, "controller", "code"),
         onCodeChange: (fn, revision) => progress(`${fn.metadata.name}: code changed, revision ${revision}`),
+        onStatus: (fn, status) => this.noticeStatus({ ...fn, status }),
         logger: logger.child({ component: "controller" }),
       });
       this.controller = new Controller({
@@ -177,19 +189,17 @@ export class StandaloneStack {
   report(): { functions: FunctionReport[]; invalid: Map<string, string[]> } {
     const source = this.source;
     if (!source) return { functions: [], invalid: new Map() };
-    return {
-      functions: source.list().map((fn: LambdaFunction) => {
-        const ready = fn.status?.conditions?.find((c) => c.type === "Ready");
-        return {
-          name: fn.metadata.name,
-          ready: ready?.status === "True",
-          reason: ready?.reason ?? "Pending",
-          message: ready?.message ?? "",
-          url: fn.status?.url,
-        };
-      }),
-      invalid: source.invalidManifests(),
-    };
+    return { functions: source.list().map(functionReport), invalid: source.invalidManifests() };
+  }
+
+  /** Tells onFunctionChange when a function's readiness differs from what it was last told. */
+  private noticeStatus(fn: LambdaFunction): void {
+    const report = functionReport(fn);
+    const key = `${fn.metadata.namespace ?? ""}/${fn.metadata.name}`;
+    const state = `${report.ready} ${report.reason}`;
+    if (this.lastStates.get(key) === state) return;
+    this.lastStates.set(key, state);
+    this.options.onFunctionChange?.(report);
   }
 
   /**
@@ -248,6 +258,17 @@ export class StandaloneStack {
     this.lock?.release();
     this.lock = undefined;
   }
+}
+
+function functionReport(fn: LambdaFunction): FunctionReport {
+  const ready = fn.status?.conditions?.find((c) => c.type === "Ready");
+  return {
+    name: fn.metadata.name,
+    ready: ready?.status === "True",
+    reason: ready?.reason ?? "Pending",
+    message: ready?.message ?? "",
+    url: fn.status?.url,
+  };
 }
 
 /** Throws an error that says what to install when ESB cannot run here. */

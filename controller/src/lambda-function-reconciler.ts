@@ -676,6 +676,9 @@ export class LambdaFunctionReconciler {
     if (after && (before?.status !== after.status || before?.reason !== after.reason)) {
       if (after.status === "True")
         await this.options.source.recordEvent(fn, "Normal", "Ready", after.message);
+      // Warming up is progress, not a problem (`kubectl get events --field-selector type=Warning` stays quiet).
+      else if (after.reason === "WarmingUp")
+        await this.options.source.recordEvent(fn, "Normal", after.reason, after.message);
       else await this.options.source.recordEvent(fn, "Warning", after.reason, after.message);
     }
     if (sameStatus(fn.status, status)) return;
