@@ -141,26 +141,24 @@ export class FaultInjector {
       case "agent-kill":
       case "agent-term": {
         const signal = fault.kind === "agent-kill" ? "SIGKILL" : "SIGTERM";
-        fault.detail = `agent ${signal}`;
         const stopped = s.agent.kill(signal);
         injected();
-        await stopped;
+        const { ms, escalated } = await stopped;
+        fault.detail = `agent ${signal}: ${escalated ? `still running after ${ms} ms, SIGKILLed` : `exited after ${ms} ms`}`;
         await s.agent.start();
         return;
       }
       case "containerd-kill": {
-        fault.detail = "containerd SIGKILL";
         const stopped = s.containerd.kill("SIGKILL");
         injected();
-        await stopped;
+        fault.detail = `containerd SIGKILL: exited after ${(await stopped).ms} ms`;
         await s.containerd.start();
         return;
       }
       case "gateway-kill": {
-        fault.detail = "gateway SIGKILL";
         const stopped = s.gateway.kill("SIGKILL");
         injected();
-        await stopped;
+        fault.detail = `gateway SIGKILL: exited after ${(await stopped).ms} ms`;
         await s.gateway.start();
         return;
       }

@@ -1,6 +1,7 @@
 import type { CallMode, CallOutcome } from "./chaos-load.js";
 import type { Fault } from "./chaos-faults.js";
 import type { Leftovers, StoreState } from "./chaos-inventory.js";
+import type { LogWarning } from "./log-summary.js";
 
 /** One asserted check: `ok` false fails the run; `value` is what was measured, `detail` why it failed. */
 export interface ChaosCheck {
@@ -58,6 +59,8 @@ export interface ChaosReport {
   leftovers: Leftovers;
   figures: FigureRow[];
   checks: ChaosCheck[];
+  /** Warnings and errors the agent and gateway logged, grouped (not checked: where to look for causes). */
+  logWarnings: LogWarning[];
 }
 
 /** Nearest-rank percentile of ascending `sorted` (p in 0..100). */
@@ -171,6 +174,14 @@ export function formatReport(r: ChaosReport): string {
       ]),
     ),
   );
+  if (r.logWarnings.length > 0) {
+    out.push(
+      table(
+        ["log", "level", "count", "message (grouped; not a check)"],
+        r.logWarnings.map((w) => [w.log, w.level, String(w.count), w.message]),
+      ),
+    );
+  }
   return out.join("\n\n");
 }
 

@@ -1,6 +1,14 @@
 import { execFile } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,6 +45,8 @@ export interface ChaosStackOptions {
   resyncSeconds: number;
   /** GATEWAY_LEASE_MS of the gateway. */
   leaseMs: number;
+  /** Where the components' logs are copied before the run folder is removed (default: not kept). */
+  keepLogsDir?: string;
   /** Progress lines. */
   progress: (line: string) => void;
 }
@@ -225,6 +235,15 @@ export class ChaosStack {
     if (existsSync(`/sys/class/net/${this.bridge}`))
       await step("bridge", () => run("ip", ["link", "del", this.bridge]));
     await step("cgroups", () => removeCgroups(this.namespace));
+    const keep = this.options.keepLogsDir;
+    if (keep) {
+      await step("keep logs", () => {
+        mkdirSync(keep, { recursive: true });
+        for (const f of ["agent.log", "gateway.log", "containerd/containerd.log"]) {
+          if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(keep, f.replace("/", "-")));
+        }
+      });
+    }
     await step("temp folder", () => rmSync(this.dir, { recursive: true, force: true }));
     return problems;
   }

@@ -6,6 +6,7 @@ import { FaultInjector, faultSchedule, gatewayOutages, type FaultCounts } from "
 import { isClean, readEventStore, takeInventory, type Leftovers } from "./chaos-inventory.js";
 import { callCounts, figure, type ChaosCheck, type ChaosReport, type EventTally } from "./chaos-report.js";
 import { ChaosStack, REPO_ROOT } from "./chaos-stack.js";
+import { summarizeLogs } from "./log-summary.js";
 
 /** Sizes and bounds of a chaos run. */
 export interface ChaosOptions {
@@ -25,6 +26,8 @@ export interface ChaosOptions {
   leaseMs: number;
   /** Longest wait after the load for Events to run and the node to be clean. */
   settleTimeoutMs: number;
+  /** Copy the agent, gateway and containerd logs here before the run folder is removed. */
+  keepLogsDir?: string;
 }
 
 /** `make chaos`: the issue's full run. */
@@ -91,6 +94,7 @@ export async function runChaos(
     keepWarmSeconds: options.keepWarmSeconds,
     resyncSeconds: options.resyncSeconds,
     leaseMs: options.leaseMs,
+    keepLogsDir: options.keepLogsDir,
     progress,
   });
   holder.stack = stack;
@@ -151,6 +155,10 @@ export async function runChaos(
       events,
       faults,
       stack,
+    });
+    report.logWarnings = summarizeLogs({
+      agent: join(stack.dir, "agent.log"),
+      gateway: join(stack.dir, "gateway.log"),
     });
     report.durationSeconds = Math.round((performance.now() - started) / 100) / 10;
     return report;
@@ -352,5 +360,6 @@ function buildReport(i: ReportInput): ChaosReport {
     leftovers: l,
     figures,
     checks,
+    logWarnings: [],
   };
 }

@@ -74,16 +74,23 @@ export class DaemonProcess {
   }
 
   /**
-   * Sends `signal` to the daemon and resolves when it has exited; after
-   * `graceMs` without exiting it gets SIGKILL. No-op when not running.
+   * Sends `signal` to the daemon and resolves when it has exited, with how
+   * long that took; after `graceMs` without exiting it gets SIGKILL
+   * (`escalated`). Resolves `{ ms: 0 }` when it was not running.
    */
-  async kill(signal: NodeJS.Signals, graceMs = 15_000): Promise<void> {
+  async kill(signal: NodeJS.Signals, graceMs = 15_000): Promise<{ ms: number; escalated: boolean }> {
     const child = this.child;
-    if (!child || this.pid === undefined) return;
+    if (!child || this.pid === undefined) return { ms: 0, escalated: false };
+    const t = performance.now();
+    let escalated = false;
     child.kill(signal);
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    const timer = setTimeout(() => {
+      escalated = true;
+      child.kill("SIGKILL");
+    }, graceMs);
     await this.exited;
     clearTimeout(timer);
+    return { ms: Math.round(performance.now() - t), escalated };
   }
 
   /** {@link kill} then {@link start}: what a supervisor (kubelet, systemd) does after a crash. */

@@ -31,6 +31,7 @@ Options:
   --gateway-restarts N    (default 1)
   --hang-ms MS            a call not ended after MS counts as hung (default 60000)
   --out FILE              results (default bench/chaos-results.json)
+  --keep-logs DIR         copy the agent, gateway and containerd logs to DIR
   --help
 
 Runs as root: its own containerd, agent and gateway processes under
@@ -57,6 +58,7 @@ async function main(): Promise<number> {
       "gateway-restarts": { type: "string" },
       "hang-ms": { type: "string" },
       out: { type: "string" },
+      "keep-logs": { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -70,6 +72,7 @@ async function main(): Promise<number> {
     invocations: Math.max(1, int(values.invocations, "invocations", base.invocations)),
     concurrency: Math.max(1, int(values.concurrency, "concurrency", base.concurrency)),
     hangMs: int(values["hang-ms"], "hang-ms", base.hangMs),
+    keepLogsDir: values["keep-logs"],
     faults: {
       ...base.faults,
       workerKillBursts: int(values["worker-kills"], "worker-kills", base.faults.workerKillBursts),
