@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
 import {
@@ -6,7 +5,6 @@ import {
   isValidCodeFileName,
   toAgentFunctionSpec,
   validateLambdaFunction,
-  type Condition,
   type LambdaFunction,
   type LambdaFunctionStatus,
   type Logger,
@@ -16,16 +14,17 @@ import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { AgentDirectory, AgentEndpoint } from "./agent-directory.js";
 import { WORKERS_FINALIZER, functionKey, parseFunctionKey, type FunctionSource } from "./function-source.js";
 import { CONDITION_ROUTES_ACCEPTED, routesCondition } from "./route-status.js";
+import { distribute, type Shares } from "./concurrency-shares.js";
+import {
+  CONDITION_READY,
+  CONDITION_WORKERS_DESTROYED,
+  REASON_WAITING_FOR_AGENTS,
+  failedConditions,
+  mergeConditions,
+  preparedConditions,
+  sameStatus,
+} from "./function-conditions.js";
 import type { WorkResult } from "./work-queue.js";
-
-/** Condition types written to `status.conditions`. */
-export const CONDITION_READY = "Ready";
-export const CONDITION_IMAGE_PREPARED = "ImagePrepared";
-export const CONDITION_WARM_POOL_READY = "WarmPoolReady";
-/** Set while a deleted function waits for its workers to be destroyed on every agent. */
-export const CONDITION_WORKERS_DESTROYED = "WorkersDestroyed";
-/** Reason of {@link CONDITION_WORKERS_DESTROYED} (and Ready) while agents are unknown or unreachable. */
-export const REASON_WAITING_FOR_AGENTS = "WaitingForAgents";
 
 /** Options of {@link LambdaFunctionReconciler}. */
 export interface LambdaFunctionReconcilerOptions {
@@ -420,75 +419,18 @@ export class LambdaFunctionReconciler {
     else if (!prev) this.placements.set(key, { fn, revision, agents: new Set() });
 
     const failureText = failed.map((o) => `${o.agent.name}: ${o.error}`).join("; ");
-    const imagePrepared: Omit<Condition, "lastTransitionTime"> =
-      ok.length === 0
-        ? {
-            type: CONDITION_IMAGE_PREPARED,
-            status: "False",
-            reason: "PrepareFailed",
-            message: failureText,
-            observedGeneration: generation,
-          }
-        : {
-            type: CONDITION_IMAGE_PREPARED,
-            status: "True",
-            reason: "Prepared",
-            message: `revision ${revision} prepared on ${ok.length} of ${agents.length} nodes${failed.length ? ` (failed: ${failureText})` : ""}`,
-            observedGeneration: generation,
-          };
-    const warmReady = ok.length > 0 && warm >= provisioned;
-    const warmPool: Omit<Condition, "lastTransitionTime"> =
-      provisioned === 0
-        ? {
-            type: CONDITION_WARM_POOL_READY,
-            status: "True",
-            reason: "NoProvisionedConcurrency",
-            message: "no provisioned concurrency requested",
-            observedGeneration: generation,
-          }
-        : warmReady
-          ? {
-              type: CONDITION_WARM_POOL_READY,
-              status: "True",
-              reason: "WarmPoolReady",
-              message: `${warm} of ${provisioned} provisioned workers warm`,
-              observedGeneration: generation,
-            }
-          : {
-              type: CONDITION_WARM_POOL_READY,
-              status: "False",
-              reason: "WarmingUp",
-              message: `${warm} of ${provisioned} provisioned workers warm`,
-              observedGeneration: generation,
-            };
-    const isReady = imagePrepared.status === "True" && warmPool.status === "True";
-    const readyCond: Omit<Condition, "lastTransitionTime"> = isReady
-      ? {
-          type: CONDITION_READY,
-          status: "True",
-          reason: "Ready",
-          message: `ready on ${ok.length} nodes, ${warm} warm workers`,
-          observedGeneration: generation,
-        }
-      : imagePrepared.status !== "True"
-        ? {
-            type: CONDITION_READY,
-            status: "False",
-            reason: imagePrepared.reason,
-            message: imagePrepared.message,
-            observedGeneration: generation,
-          }
-        : {
-            type: CONDITION_READY,
-            status: "False",
-            reason: warmPool.reason,
-            message: warmPool.message,
-            observedGeneration: generation,
-          };
-
+    const { conditions, warmReady } = preparedConditions({
+      generation,
+      revision,
+      provisioned,
+      nodes: agents.length,
+      prepared: ok.length,
+      warm,
+      failureText,
+    });
     const status: LambdaFunctionStatus = {
       observedGeneration: generation,
-      conditions: mergeConditions(fn.status?.conditions, [readyCond, imagePrepared, warmPool]),
+      conditions: mergeConditions(fn.status?.conditions, conditions),
       readyWorkers: ready,
       warmWorkers: warm,
       nodes: ok.map((o) => o.agent.name),
@@ -619,20 +561,7 @@ export class LambdaFunctionReconciler {
   private failedStatus(fn: LambdaFunction, reason: string, message: string): LambdaFunctionStatus {
     const generation = fn.metadata.generation ?? 1;
     const prev = fn.status ?? {};
-    const conditions = mergeConditions(prev.conditions, [
-      { type: CONDITION_READY, status: "False", reason, message, observedGeneration: generation },
-      ...(reason === "NoAgents"
-        ? []
-        : [
-            {
-              type: CONDITION_IMAGE_PREPARED,
-              status: "False" as const,
-              reason,
-              message,
-              observedGeneration: generation,
-            },
-          ]),
-    ]);
+    const conditions = mergeConditions(prev.conditions, failedConditions(reason, message, generation));
     return {
       ...prev,
       observedGeneration: generation,
@@ -686,68 +615,7 @@ export class LambdaFunctionReconciler {
   }
 }
 
-/** Each agent's share of a function's provisioned and reserved concurrency, by agent URL. */
-interface Shares {
-  provisioned: Map<string, number>;
-  /** Undefined: no reservedConcurrency (each agent limited by its memory only). */
-  reserved?: Map<string, number>;
-}
-
-/**
- * Splits `total` workers (provisioned or reserved) over `agents` (sorted by name): every agent
- * gets ⌊total/n⌋ and the remainder goes to consecutive agents starting at an
- * offset derived from the function key, so that functions spread over nodes.
- * The shares always sum to `total`.
- */
-export function distribute(total: number, agents: AgentEndpoint[], key: string): Map<string, number> {
-  const shares = new Map<string, number>();
-  const n = agents.length;
-  if (n === 0) return shares;
-  const base = Math.floor(total / n);
-  const extra = total % n;
-  const offset = createHash("sha256").update(key).digest().readUInt32BE(0) % n;
-  agents.forEach((a, i) => shares.set(a.url, base + ((i - offset + n) % n < extra ? 1 : 0)));
-  return shares;
-}
-
-/** Merges new conditions into old ones, keeping lastTransitionTime when the status did not change. */
-export function mergeConditions(
-  old: Condition[] | undefined,
-  next: Array<Omit<Condition, "lastTransitionTime">>,
-): Condition[] {
-  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-  const out: Condition[] = (old ?? []).filter((c) => !next.some((n) => n.type === c.type));
-  for (const n of next) {
-    const o = old?.find((c) => c.type === n.type);
-    out.push({ ...n, lastTransitionTime: o && o.status === n.status ? o.lastTransitionTime : now });
-  }
-  const order = [
-    CONDITION_READY,
-    CONDITION_IMAGE_PREPARED,
-    CONDITION_WARM_POOL_READY,
-    CONDITION_WORKERS_DESTROYED,
-    CONDITION_ROUTES_ACCEPTED,
-  ];
-  const rank = (t: string) => (order.includes(t) ? order.indexOf(t) : order.length);
-  return out.sort((a, b) => rank(a.type) - rank(b.type));
-}
-
 /** `node-a (Unavailable: …), node-b (pod Pending)` for messages. */
 function pendingText(out: DestroyOutcome): string {
   return out.pending.map((p) => `${p.agent} (${p.reason})`).join(", ");
-}
-
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (typeof v === "object" && v !== null)
-    return `{${Object.keys(v)
-      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
-      .join(",")}}`;
-  return JSON.stringify(v);
-}
-
-function sameStatus(a: LambdaFunctionStatus | undefined, b: LambdaFunctionStatus): boolean {
-  return a !== undefined && canonical(a) === canonical(b);
 }
