@@ -116,23 +116,9 @@ export class E2eStack {
     const level = this.logLevel();
 
     const logger = createLogger("e2e", { level });
-    const config = loadGatewayConfig({
-      GATEWAY_PORT: "0",
-      GATEWAY_HOST: "127.0.0.1",
-      AGENT_URLS: this.agentUrl,
-      FUNCTIONS_DIR: this.functionsDir,
-      GATEWAY_HEARTBEAT_MS: "200",
-      GATEWAY_HOLDER_ID: `e2e-gateway-${this.id}`,
-    });
-    this.gateway = new GatewayServer({
-      config,
-      registry: new FolderFunctionRegistry(this.functionsDir, config.namespace, logger),
-      discovery: new StaticAgentDiscovery(config.agentUrls),
-      agentToken: staticTokenSource(this.agentTokens.gateway),
-      logger,
-    });
-    const port = await this.gateway.start();
-    this.endpoint = `http://127.0.0.1:${port}`;
+    const gw = await this.startGateway(`e2e-gateway-${this.id}`);
+    this.gateway = gw.gateway;
+    this.endpoint = gw.endpoint;
 
     // As esb up does: code.path runs from content-addressed snapshots, an edit is a new revision.
     this.source = new FolderFunctionSource(this.functionsDir, {
@@ -152,6 +138,31 @@ export class E2eStack {
       functions.map((f) => f.name),
       readyTimeoutMs,
     );
+  }
+
+  /**
+   * Starts a gateway on the stack's agent and functions folder (another replica when the
+   * stack's own runs: its own holder id, its own port); the caller stops it.
+   */
+  async startGateway(holderId: string): Promise<{ gateway: GatewayServer; endpoint: string }> {
+    const logger = createLogger("e2e", { level: this.logLevel() });
+    const config = loadGatewayConfig({
+      GATEWAY_PORT: "0",
+      GATEWAY_HOST: "127.0.0.1",
+      AGENT_URLS: this.agentUrl,
+      FUNCTIONS_DIR: this.functionsDir,
+      GATEWAY_HEARTBEAT_MS: "200",
+      GATEWAY_HOLDER_ID: holderId,
+    });
+    const gateway = new GatewayServer({
+      config,
+      registry: new FolderFunctionRegistry(this.functionsDir, config.namespace, logger),
+      discovery: new StaticAgentDiscovery(config.agentUrls),
+      agentToken: staticTokenSource(this.agentTokens.gateway),
+      logger,
+    });
+    const port = await gateway.start();
+    return { gateway, endpoint: `http://127.0.0.1:${port}` };
   }
 
   /** Waits until the controller reports Ready=True for every function; throws with the conditions otherwise. */
@@ -174,10 +185,10 @@ export class E2eStack {
     }
   }
 
-  /** An AWS SDK client on the gateway; no retries, so throttling reaches the test. */
-  lambda(): LambdaClient {
+  /** An AWS SDK client on the gateway (or another `endpoint`); no retries, so throttling reaches the test. */
+  lambda(endpoint = this.endpoint): LambdaClient {
     return new LambdaClient({
-      endpoint: this.endpoint,
+      endpoint,
       region: "us-east-1",
       credentials: { accessKeyId: "x", secretAccessKey: "x" },
       maxAttempts: 1,

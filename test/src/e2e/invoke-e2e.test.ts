@@ -279,6 +279,32 @@ describe("invoke end to end (SDK → gateway → agent → containerd worker)", 
     expect((await slow).body).toMatchObject({ ok: true, event: { action: "sleep" } });
   });
 
+  it("holds reservedConcurrency across two gateway replicas: the agent grants the one worker once", async () => {
+    const second = await stack.startGateway(`e2e-gateway-b-${stack.id}`);
+    const other = stack.lambda(second.endpoint);
+    try {
+      await invoke(lambda, "single", { n: 0 }); // warm, so the calls below race for the worker only
+      const call = (client: LambdaClient, i: number) =>
+        client
+          .send(
+            new InvokeCommand({
+              FunctionName: "single",
+              Payload: new TextEncoder().encode(JSON.stringify({ action: "sleep", ms: 1500, i })),
+            }),
+          )
+          .then(
+            (out) => (out.StatusCode === 200 && !out.FunctionError ? "ok" : `error ${out.FunctionError}`),
+            (err: { name: string }) => err.name,
+          );
+      const outcomes = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => call(i % 2 ? other : lambda, i)));
+      expect(outcomes.filter((o) => o === "ok")).toHaveLength(1);
+      expect(outcomes.filter((o) => o === "TooManyRequestsException")).toHaveLength(5);
+    } finally {
+      other.destroy();
+      await second.gateway.stop();
+    }
+  });
+
   it("gives each of 20 concurrent invocations its own answer", async () => {
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => invoke(lambda, "wide", { i })));
     for (const [i, a] of answers.entries()) {
