@@ -468,8 +468,17 @@ export class NodeAgent {
     return this.pool(ref).acquire(opts);
   }
 
-  /** Returns a worker (see {@link WorkerPool.release}); {@link WorkerNotFoundError} when no pool knows it. */
+  /**
+   * Returns a worker (see {@link WorkerPool.release}); {@link WorkerNotFoundError} when no pool knows it.
+   * A function error whose function the kernel OOM-killed counts as a failed worker: it is replaced.
+   */
   async release(workerId: string, leaseId: string, outcome: InvocationOutcome): Promise<void> {
+    // A function that ran out of memory (Runtime.OutOfMemory) leaves its worker for good, as on AWS.
+    if (
+      outcome === "function-error" &&
+      (await this.runtime.functionOutOfMemory?.(workerId).catch(() => false))
+    )
+      outcome = "worker-failed";
     for (const rec of this.functions.values()) {
       // A worker reclaimed meanwhile (lease expired) still finds its pool, where the release is a no-op.
       if (rec.pool.owns(workerId)) return rec.pool.release(workerId, leaseId, outcome);

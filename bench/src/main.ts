@@ -9,6 +9,7 @@ import { BenchResults } from "./bench-results.js";
 import { FULL_SIZES, QUICK_SIZES, type BenchScenario } from "./bench-scenario.js";
 import { coldStartScenario } from "./cold-start-scenario.js";
 import { densityScenario } from "./density-scenario.js";
+import { memoryScenario } from "./memory-scenario.js";
 import { dockerModeScenario } from "./docker-mode-scenario.js";
 import { perRequestScenario } from "./per-request-scenario.js";
 import { thawScenario } from "./thaw-scenario.js";
@@ -24,6 +25,7 @@ export const SCENARIOS: BenchScenario[] = [
   perRequestScenario,
   throughputScenario,
   densityScenario,
+  memoryScenario,
   dockerModeScenario,
 ];
 

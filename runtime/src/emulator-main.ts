@@ -4,15 +4,7 @@
 // the runtime process group and exit 0.
 import { Emulator, emulatorOptionsFromEnv } from "./emulator.js";
 
-const emulator = new Emulator({
-  ...emulatorOptionsFromEnv(process.env, process.argv.slice(2)),
-  // AWS resets an environment whose function ran out of memory: ending the worker makes
-  // the agent replace it with a fresh one (and a fresh memory cgroup).
-  onOutOfMemory: () => {
-    process.stdout.write("esb emulator: the function ran out of memory; this worker ends\n");
-    process.exit(1);
-  },
-});
+const emulator = new Emulator(emulatorOptionsFromEnv(process.env, process.argv.slice(2)));
 emulator.start().then(
   (addr) => {
     process.stdout.write(

@@ -10,6 +10,7 @@ import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { commandInCgroup, functionCgroupFromEnv, type FunctionCgroup } from "./function-cgroup.js";
+import { collectAfterLargePayload } from "./payload-gc.js";
 import { restoreRuntimeOnlyEnv } from "./runtime-only-env.js";
 
 /** Largest invocation payload accepted on the Invoke endpoint (AWS synchronous limit, 6 MB). */
@@ -55,12 +56,6 @@ export interface EmulatorOptions {
    * worker's, the runtime process' VmHWM, or auto (a cgroup when found).
    */
   memorySource?: "auto" | "cgroup" | "process";
-  /**
-   * Called once the answer to an invocation whose runtime the kernel OOM-killed is sent
-   * (emulator-main exits, so the agent replaces the worker, as AWS resets the environment).
-   * Default: nothing (the runtime is restarted).
-   */
-  onOutOfMemory?: () => void;
 }
 
 /** Addresses the emulator listens on after {@link Emulator.start}. */
@@ -242,10 +237,7 @@ function readBody(
  * - payloads over 6 MB get 413 `RequestTooLargeException`.
  */
 export class Emulator {
-  private readonly opts: Required<Omit<EmulatorOptions, "command" | "onOutOfMemory">> & {
-    command: string[] | undefined;
-  };
-  private readonly onOutOfMemory: (() => void) | undefined;
+  private readonly opts: Required<Omit<EmulatorOptions, "command">> & { command: string[] | undefined };
   /** The function's own memory cgroup the runtime is started in, when the agent made one. */
   private readonly functionCgroup: FunctionCgroup | undefined;
   private readonly invokeServer: Server;
@@ -295,7 +287,6 @@ export class Emulator {
       `arn:aws:lambda:${region}:${env.ESB_ACCOUNT_ID || "000000000000"}:function:${this.functionName}`;
     this.taskRoot = env.LAMBDA_TASK_ROOT || "/var/task";
     this.timeoutMs = Math.round(this.opts.timeoutSeconds * 1000);
-    this.onOutOfMemory = options.onOutOfMemory;
     this.functionCgroup = functionCgroupFromEnv(env);
     const fn = this.functionCgroup;
     this.memoryPeakFile =
@@ -476,12 +467,6 @@ export class Emulator {
     const message = `RequestId: ${inv.id} Error: Runtime exited with error: ${describeExit(code, signal)}`;
     this.complete(inv, jsonBody({ errorType, errorMessage: message }), true, undefined);
     this.writeLog(`${message}\n${errorType}\n`);
-    const onOom = this.onOutOfMemory;
-    if (errorType === "Runtime.OutOfMemory" && onOom) {
-      this.closed = true; // no new runtime, no new invocation: this environment ends
-      inv.res.once("close", onOom);
-      return;
-    }
     // A runtime that got as far as serving the invocation is restarted at once; one that died
     // in init is retried by the next invocation (no crash loop while idle).
     if (proc.ready) this.spawnRuntime();
@@ -644,6 +629,9 @@ export class Emulator {
     inv.done = true;
     clearTimeout(inv.timer);
     this.current = null;
+    // The event is no longer needed: drop it, so a collection after a large one can free it.
+    const moved = inv.body.length + body.length;
+    inv.body = Buffer.alloc(0);
     if (!inv.started) this.logStart(inv);
     const durationMs = inv.dispatched ? Number(process.hrtime.bigint() - inv.startNs) / 1e6 : 0;
     const proc = this.proc;
@@ -681,6 +669,7 @@ export class Emulator {
             headers["X-Amz-Log-Result"] = tailOf(inv).toString("base64");
             reply(inv.res, 200, headers, body);
             resolve();
+            setImmediate(() => collectAfterLargePayload(moved));
           });
         });
       });
@@ -695,6 +684,7 @@ export class Emulator {
         report(this.lastMaxMemoryMb);
         reply(inv.res, 200, headers, body);
         void this.refreshMaxMemory(proc);
+        setImmediate(() => collectAfterLargePayload(moved));
       });
     }
   }

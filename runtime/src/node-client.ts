@@ -8,6 +8,9 @@ import { createRequire } from "node:module";
 import { dirname, resolve as resolvePath } from "node:path";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
+import { collectAfterLargePayload } from "./payload-gc.js";
+
+const EMPTY = Buffer.alloc(0);
 
 /** The handler signature the client calls: async (event, context) or callback style (event, context, callback). */
 export type Handler = (event: unknown, context: LambdaContext, callback: Callback) => unknown;
@@ -306,10 +309,13 @@ export class NodeRuntimeClient {
   private readonly taskRoot: string;
   private readonly handlerName: string;
   private readonly env: NodeJS.ProcessEnv;
+  /** AWS_LAMBDA_FUNCTION_MEMORY_SIZE, when set. */
+  private readonly memoryLimitMb: number | undefined;
   private currentId: string | undefined;
 
   constructor(options: NodeRuntimeClientOptions = {}) {
     this.env = options.env ?? process.env;
+    this.memoryLimitMb = Number(this.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE) || undefined;
     const api = options.runtimeApi ?? this.env.AWS_LAMBDA_RUNTIME_API;
     if (!api) throw new RuntimeInitError("Runtime.PlatformError", "AWS_LAMBDA_RUNTIME_API is not set");
     this.client = new RuntimeApiClient(api);
@@ -332,8 +338,12 @@ export class NodeRuntimeClient {
       return;
     }
     for (;;) {
-      const { headers, body } = await this.client.next();
-      await this.invoke(handler, headers, body);
+      // Nothing of the invocation stays referenced here once it is done (see collectAfterLargePayload).
+      const next = await this.client.next();
+      const rss = process.memoryUsage.rss();
+      const moved = await this.invoke(handler, next.headers, next.body);
+      next.body = EMPTY;
+      collectAfterLargePayload(moved, process.memoryUsage.rss() - rss, this.memoryLimitMb);
     }
   }
 
@@ -354,11 +364,12 @@ export class NodeRuntimeClient {
     process.on("unhandledRejection", crash("Runtime.UnhandledPromiseRejection"));
   }
 
+  /** Runs one invocation and posts its outcome; resolves with the bytes of the event and the response. */
   private async invoke(
     handler: Handler,
     headers: Record<string, string | string[] | undefined>,
     raw: Buffer,
-  ): Promise<void> {
+  ): Promise<number> {
     const requestId = header(headers, "lambda-runtime-aws-request-id");
     const deadline = Number(header(headers, "lambda-runtime-deadline-ms")) || Date.now() + 3000;
     currentRequestId = requestId;
@@ -371,7 +382,7 @@ export class NodeRuntimeClient {
       event = raw.length === 0 ? undefined : JSON.parse(raw.toString("utf8"));
     } catch (err) {
       await this.client.postError(requestId, serializeError(err));
-      return;
+      return raw.length;
     }
     const outcome = await new Promise<{ error?: unknown; result?: unknown; isError: boolean }>((settle) => {
       let settled = false;
@@ -429,7 +440,7 @@ export class NodeRuntimeClient {
     });
     if (outcome.isError) {
       await this.client.postError(requestId, serializeError(outcome.error));
-      return;
+      return raw.length;
     }
     let json: string;
     try {
@@ -437,8 +448,9 @@ export class NodeRuntimeClient {
     } catch (err) {
       const e = serializeError(err);
       await this.client.postError(requestId, { ...e, errorType: "Runtime.SerializationError" });
-      return;
+      return raw.length;
     }
     await this.client.postResponse(requestId, json);
+    return raw.length + json.length;
   }
 }

@@ -347,6 +347,10 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
+  functionOutOfMemory(id: string): Promise<boolean> {
+    return this.hostResources.functionOomKilled(`${this.cgroupParent}/${id}`);
+  }
+
   onWorkerExit(listener: (exit: WorkerExit) => void): () => void {
     this.exitListeners.add(listener);
     return () => this.exitListeners.delete(listener);

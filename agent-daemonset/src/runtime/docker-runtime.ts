@@ -263,6 +263,10 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  functionOutOfMemory(id: string): Promise<boolean> {
+    return this.hostResources.functionOomKilled(`${this.cgroupParent}/${id}`);
+  }
+
   onWorkerExit(listener: (exit: WorkerExit) => void): () => void {
     this.exitListeners.add(listener);
     return () => this.exitListeners.delete(listener);

@@ -158,6 +158,13 @@ export interface Runtime {
   listWorkers(): Promise<ListedWorker[]>;
   /** Status of one worker. */
   workerStatus(id: string): Promise<WorkerStatus>;
+  /**
+   * True when the kernel OOM-killed the function's process in worker `id`'s function
+   * memory cgroup (see {@link WorkerSpec.platformMemoryMb}): the function ran out of its
+   * memorySize, and the worker must not serve again (AWS resets such an environment).
+   * False when the worker has no such cgroup. Optional: engines without one omit it.
+   */
+  functionOutOfMemory?(id: string): Promise<boolean>;
   /** Registers a callback for worker exits (crashes, OOM kills). Returns an unsubscribe function. */
   onWorkerExit(listener: (exit: WorkerExit) => void): () => void;
   /** Registers a callback for worker output lines. Returns an unsubscribe function. */

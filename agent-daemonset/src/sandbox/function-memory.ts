@@ -1,4 +1,4 @@
-import { chown, mkdir, readdir, rmdir, stat, writeFile } from "node:fs/promises";
+import { chown, mkdir, readdir, readFile, rmdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { WorkerUser } from "./worker-user.js";
 
@@ -82,6 +82,24 @@ export class FunctionMemoryCgroups {
     await setLimit(dir, memoryMb * 1024 * 1024);
     for (const f of ["cgroup.procs", "tasks"]) await chown(join(dir, f), user.uid, user.gid);
     return { hostDir: dir };
+  }
+
+  /**
+   * True when the kernel OOM-killed a process in `<workerCgroup>/function` (the
+   * function's runtime ran out of its memorySize). False when there is no such cgroup.
+   */
+  async oomKilled(workerCgroup: string): Promise<boolean> {
+    const hierarchy = await this.memoryHierarchy();
+    if (!hierarchy) return false;
+    try {
+      const text = await readFile(
+        join(hierarchy, workerCgroup, FUNCTION_CGROUP_NAME, "memory.oom_control"),
+        "utf8",
+      );
+      return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? 0) > 0;
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -63,6 +63,11 @@ export class WorkerHostResources {
     }
   }
 
+  /** True when the kernel OOM-killed the function of the worker in `workerCgroup` (see {@link FunctionMemoryCgroups.oomKilled}). */
+  functionOomKilled(workerCgroup: string): Promise<boolean> {
+    return this.cgroups.oomKilled(workerCgroup);
+  }
+
   /** Removes worker `id`'s /tmp folder and what is left of its cgroup tree. Call once its processes are gone. */
   async release(id: string, workerCgroup: string): Promise<void> {
     await this.tmp.remove(id);
