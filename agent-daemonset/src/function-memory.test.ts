@@ -10,15 +10,22 @@ import { createLogger } from "@esb/common";
 import { FunctionCodeSchema, FunctionSpecSchema } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { LocalBuildImageResolver, NodeAgent } from "./node-agent.js";
 import { PLATFORM_MEMORY_MB } from "./sandbox/function-memory.js";
-import { ContainerdTestFixture } from "./testing/containerd-test-fixture.js";
+import {
+  ContainerdTestFixture,
+  TEST_CONTAINERDS,
+  testContainerdSocket,
+  type TestContainerd,
+} from "./testing/containerd-test-fixture.js";
 import { invokeWorker, MEMORY_PROBE_HANDLER, reportOf } from "./testing/memory-probe.js";
 
 const log = createLogger("function-memory-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
 const HOLDER = "function-memory-test";
 const MB = 1024 * 1024;
 
-describe("a function's memory and /tmp (real containerd, nodejs24.x workers)", () => {
-  const fx = new ContainerdTestFixture();
+const containerds = Object.keys(TEST_CONTAINERDS) as TestContainerd[];
+
+describe.each(containerds)("a function's memory and /tmp (real containerd %s, nodejs24.x workers)", (c) => {
+  const fx = new ContainerdTestFixture({ socket: testContainerdSocket(c) });
   const stateDir = mkdtempSync(join(tmpdir(), "esb-function-memory-"));
   let agent: NodeAgent;
   const ref = { namespace: "default", name: "memory-probe" };
@@ -98,7 +105,7 @@ describe("a function's memory and /tmp (real containerd, nodejs24.x workers)", (
       expect(report.maxMemoryUsedMb).toBeGreaterThanOrEqual(110);
       expect(report.maxMemoryUsedMb).toBeLessThanOrEqual(128);
       process.stderr.write(
-        `function-memory: 110 MB allocated, Max Memory Used ${report.maxMemoryUsedMb} MB\n`,
+        `function-memory (containerd ${c}): 110 MB allocated, Max Memory Used ${report.maxMemoryUsedMb} MB\n`,
       );
     } finally {
       await agent.release(w.workerId, w.leaseId, "success");
