@@ -122,7 +122,8 @@ export class FaultInjector {
     const s = this.stack;
     switch (fault.kind) {
       case "worker-kill": {
-        const tasks = [...(await s.tasks()).values()].filter((t) => t.pid > 0);
+        // A STOPPED task has no process left to kill.
+        const tasks = [...(await s.tasks()).values()].filter((t) => t.pid > 0 && t.status !== "STOPPED");
         const n = Math.min(tasks.length, randomInt(1, this.counts.workersPerBurst + 1));
         const victims: string[] = [];
         for (let k = 0; k < n; k++) {
