@@ -3,7 +3,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type Docker from "dockerode";
 import { workerSeccompProfile } from "./seccomp-profile.js";
-import type { WorkerUser } from "./worker-user.js";
 
 /**
  * How the worker sandbox is spelled for one Docker-API engine: Docker and
@@ -12,8 +11,6 @@ import type { WorkerUser } from "./worker-user.js";
 export interface EngineSandboxOptions {
   /** `HostConfig.SecurityOpt` entry carrying {@link workerSeccompProfile}. */
   seccompOpt: string;
-  /** `HostConfig.Tmpfs` options that make a tmpfs owned by `user`. */
-  tmpfsOwner(user: WorkerUser): string;
   /** Removes the profile file, if one was written. Workers already created keep their profile. */
   dispose(): Promise<void>;
 }
@@ -24,8 +21,6 @@ export interface EngineSandboxOptions {
  *   Podman opens that value as a path (and fails on the JSON), so for Podman the
  *   profile is written to a file in a new private folder under `dir` (default:
  *   the OS temp folder). Either engine reads it when a container is created.
- * - tmpfs owner: Docker passes `uid=`/`gid=` to the kernel; Podman refuses them
- *   and instead has `U` (chown the tmpfs to the container's user).
  * Throws when the engine's version cannot be read.
  */
 export async function engineSandboxOptions(docker: Docker, dir = tmpdir()): Promise<EngineSandboxOptions> {
@@ -35,7 +30,6 @@ export async function engineSandboxOptions(docker: Docker, dir = tmpdir()): Prom
   if (!podman) {
     return {
       seccompOpt: `seccomp=${profile}`,
-      tmpfsOwner: (user) => `uid=${user.uid},gid=${user.gid}`,
       dispose: async () => undefined,
     };
   }
@@ -45,7 +39,6 @@ export async function engineSandboxOptions(docker: Docker, dir = tmpdir()): Prom
   await writeFile(file, profile, { mode: 0o644 });
   return {
     seccompOpt: `seccomp=${file}`,
-    tmpfsOwner: () => "U",
     dispose: () => rm(folder, { recursive: true, force: true }),
   };
 }

@@ -22,7 +22,8 @@ export interface PreparedWorkerResources {
 export class WorkerHostResources {
   private readonly tmp: WorkerTmpFolders;
   private readonly cgroups: FunctionMemoryCgroups;
-  private warned = false;
+  /** The /tmp folders' file system was looked at (once: it does not change under a running agent). */
+  private checked = false;
 
   /**
    * @param tmpDir folder of the per-worker /tmp folders (on disk).
@@ -45,12 +46,13 @@ export class WorkerHostResources {
    */
   async prepare(spec: WorkerSpec, workerCgroup: string): Promise<PreparedWorkerResources> {
     const user = workerUser(spec.image.config.user);
-    if (!this.warned && (await this.tmp.onTmpfs())) {
-      this.warned = true;
-      this.log.warn(
-        { dir: this.tmp.dir },
-        "worker /tmp folders are on a tmpfs: files in /tmp are charged to the workers' memory",
-      );
+    if (!this.checked) {
+      this.checked = true;
+      if (await this.tmp.onTmpfs())
+        this.log.warn(
+          { dir: this.tmp.dir },
+          "worker /tmp folders are on a tmpfs: files in /tmp are charged to the workers' memory",
+        );
     }
     const tmpHostPath = await this.tmp.create(spec.id, user);
     try {
