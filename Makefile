@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm containerd2 up bench chaos clean chart-crds
+	kube-apiserver helm containerd2 nats up bench chaos clean chart-crds
 
 all: build
 
@@ -50,6 +50,10 @@ kube-apiserver:
 helm:
 	hack/build-helm.sh
 
+## nats: build nats-server (JetStream broker for the chart's durable Event invocations) from its Go module, cached in ~/.cache/esb/bin
+nats:
+	hack/build-nats.sh
+
 ## containerd2: build containerd 2.x from its Go module (the agent is tested on 1.6 and 2.x), cached in ~/.cache/esb
 containerd2:
 	hack/build-containerd.sh
@@ -62,7 +66,7 @@ dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
 ## test: every test, against real containerd, registry, kube-apiserver and a local cluster
-test: build cluster-binaries helm containerd2
+test: build cluster-binaries helm containerd2 nats
 	npm test
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions

@@ -1,5 +1,5 @@
 import type { Logger } from "@esb/common";
-import type { DeadLetter, DeadLetterReason, EventStore, StoredEvent } from "./event-store.js";
+import type { DeadLetter, DeadLetterReason, EventDelivery, EventStore } from "./event-store.js";
 import type { FunctionInvoker, InvocationRequest } from "./function-invoker.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { GatewayMetrics } from "./gateway-metrics.js";
@@ -21,19 +21,18 @@ export interface EventQueueSettings {
 /** Longest wait between tries after throttles or system errors (AWS: 5 minutes). */
 const MAX_BACKOFF_MS = 5 * 60_000;
 
-interface Job {
-  event: StoredEvent;
-  /** Throttles and system errors so far (they do not use up retry attempts, as on AWS). */
-  systemFailures: number;
-}
+/** How long a pull loop waits after the store failed to hand out an event (e.g. NATS unreachable). */
+const STORE_RETRY_MS = 1000;
 
 /**
  * Asynchronous (`Event`) invocations. Each accepted event is put in an
  * {@link EventStore} before the caller gets its 202 and leaves it only once
  * its invocation has finished: succeeded, or failed for good and moved to the
- * dead letters. With a durable store, events still stored when the gateway
- * stops or crashes run after {@link start} (at least once: one that was
- * running when the gateway died runs again).
+ * dead letters. The store hands out the events to run ({@link EventStore.next}):
+ * a local store only to this gateway, a shared one (NATS JetStream) to whichever
+ * replica asks first. With a durable store, events still stored when a gateway
+ * stops or crashes run later (at least once: one that was running when its
+ * gateway died runs again).
  *
  * Failures follow AWS: a function error (including a crash or timeout) uses
  * one of `maxRetryAttempts` retries, after `retryDelaysMs`; a throttle or
@@ -43,14 +42,13 @@ interface Job {
  * (`esb_gateway_events_dropped_total` counts them).
  */
 export class EventInvocationQueue {
-  private readonly waiting: Job[] = [];
   private running = 0;
-  private delayed = 0;
-  private readonly idleWaiters: (() => void)[] = [];
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly loops: Promise<void>[] = [];
   private closed = false;
-  /** Set once {@link close} has given up waiting: nothing starts any more. */
+  /** Set once no new invocation may start (a durable store at close, any store after the grace). */
   private stopped = false;
+  private depthTimer: NodeJS.Timeout | undefined;
+  private depthDirty = false;
 
   constructor(
     private readonly store: EventStore,
@@ -62,32 +60,33 @@ export class EventInvocationQueue {
     private readonly settings: EventQueueSettings,
   ) {}
 
-  /** Events waiting to run (not counting running ones or ones waiting to retry). */
-  get depth(): number {
-    return this.waiting.length;
+  /** Invocations this gateway is running now. */
+  get runningCount(): number {
+    return this.running;
   }
 
   /**
-   * Queues every event the store holds, oldest first (those a previous gateway
-   * accepted and did not finish). Call once the function registry is synced.
+   * Starts running stored events (those a previous gateway accepted and did
+   * not finish first). Call once the function registry is synced.
    */
   start(): void {
-    const stored = this.store.pending();
-    if (stored.length > 0) {
-      const usage = this.store.usage();
-      this.logger.info({ events: stored.length, bytes: usage.bytes }, "re-queued stored events");
-    }
-    for (const event of stored) this.waiting.push({ event, systemFailures: 0 });
-    this.updateDepth();
-    this.pump();
+    void this.store.usage().then(
+      (usage) => {
+        if (usage.count > 0)
+          this.logger.info({ events: usage.count, bytes: usage.bytes }, "re-queued stored events");
+      },
+      (err: unknown) => this.logger.warn({ err }, "event store unavailable; retrying"),
+    );
+    for (let i = 0; i < this.settings.concurrency; i++) this.loops.push(this.loop());
+    this.refreshDepth();
   }
 
   /**
-   * Stores one event and queues it; returning means it is stored, so the
-   * caller may answer 202. Throws TooManyRequestsException when the store is
-   * full (count or bytes) or the gateway is stopping.
+   * Stores one event; resolving means it is stored, so the caller may answer
+   * 202. Rejects with TooManyRequestsException when the store is full (count
+   * or bytes) or the gateway is stopping, ServiceException when the store is unreachable.
    */
-  enqueue(req: InvocationRequest): void {
+  async enqueue(req: InvocationRequest): Promise<void> {
     if (this.closed) {
       throw new LambdaApiError(
         "TooManyRequestsException",
@@ -96,7 +95,7 @@ export class EventInvocationQueue {
         1,
       );
     }
-    const event = this.store.add({
+    await this.store.add({
       requestId: req.requestId,
       namespace: req.key.namespace,
       name: req.key.name,
@@ -104,98 +103,112 @@ export class EventInvocationQueue {
       payload: req.payload,
       acceptedAt: Date.now(),
     });
-    this.waiting.push({ event, systemFailures: 0 });
-    this.updateDepth();
-    this.pump();
+    this.refreshDepth();
   }
 
   /** Dead letters, oldest first. */
-  deadLetters(limit?: number): DeadLetter[] {
+  deadLetters(limit?: number): Promise<DeadLetter[]> {
     return this.store.deadLetters(limit);
   }
 
-  /** Queues dead letters again (all, or those with these request ids); returns how many. */
-  redrive(requestIds?: readonly string[]): number {
-    const events = this.store.redrive(requestIds);
-    for (const event of events) this.waiting.push({ event, systemFailures: 0 });
-    this.updateDepth();
-    this.pump();
+  /** Queues dead letters again (all, or those with these request ids); resolves with how many. */
+  async redrive(requestIds?: readonly string[]): Promise<number> {
+    const events = await this.store.redrive(requestIds);
+    this.refreshDepth();
     return events.length;
   }
 
-  /** Resolves when nothing is waiting, running or scheduled for retry. */
+  /**
+   * Resolves when this gateway runs nothing and the store holds no event
+   * (waiting, retrying or running anywhere). Polls the store: for tests and shutdown.
+   */
   async idle(): Promise<void> {
-    if (this.isIdle()) return;
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    while (this.running > 0 || (await this.store.usage()).count > 0) await sleep(20);
   }
 
   /**
    * Stops accepting events and lets invocations in progress finish for at most
    * `graceMs`, then closes the store. A durable store keeps every event not
-   * finished by then (queued, waiting to retry or still running) for the next
-   * start; an in-memory store has nowhere to keep them, so the queue keeps
-   * working it during the grace period and says how many are lost.
+   * finished by then (queued, waiting to retry or still running) for another
+   * gateway or the next start; an in-memory store has nowhere to keep them, so
+   * the queue keeps working it during the grace period and says how many are lost.
    */
   async close(graceMs: number): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.delayed = 0;
-    if (this.store.durable) this.waiting.length = 0;
-    this.updateDepth();
-    this.checkIdle();
+    clearTimeout(this.depthTimer);
+    // A durable store keeps what has not started; an in-memory one is drained while it can be.
+    if (this.store.durable) this.stopDelivering();
     let timer: NodeJS.Timeout | undefined;
+    const finished = this.store.durable
+      ? (async () => {
+          while (this.running > 0) await sleep(20);
+        })()
+      : this.idle().catch(() => {});
     const drained = await Promise.race([
-      this.idle().then(() => true),
+      finished.then(() => true),
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
     ]);
     clearTimeout(timer);
-    const left = this.store.usage();
+    this.stopDelivering();
+    const left = await this.store.usage().catch(() => undefined);
     if (this.store.durable) {
-      if (left.count > 0)
+      if (left && left.count > 0)
         this.logger.info(
           { stored: left.count, bytes: left.bytes, running: this.running, drained },
           "events left in the store for the next start",
         );
-    } else if (left.count > 0) {
+    } else if (left && left.count > 0) {
       this.logger.warn(
         { lost: left.count, running: this.running },
         "events not run before shutdown are lost: this gateway has no event store (GATEWAY_EVENT_STORE)",
       );
     }
-    this.stopped = true;
-    this.store.close();
+    await this.store.close();
   }
 
-  private pump(): void {
-    // A durable store keeps what has not started; an in-memory one is drained while it can be.
-    if (this.stopped || (this.closed && this.store.durable)) return;
-    while (this.running < this.settings.concurrency && this.waiting.length > 0) {
-      const job = this.waiting.shift()!;
+  private stopDelivering(): void {
+    this.stopped = true;
+    this.store.stopDelivering();
+  }
+
+  /** One of `concurrency` loops: takes the next due event from the store and runs it. */
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      let delivery: EventDelivery | undefined;
+      try {
+        delivery = await this.store.next();
+      } catch (err) {
+        if (this.stopped) return;
+        this.logger.warn({ err }, "event store unavailable; retrying");
+        await sleep(STORE_RETRY_MS);
+        continue;
+      }
+      if (!delivery) continue;
+      if (this.stopped) {
+        await delivery.release().catch(() => {});
+        return;
+      }
       this.running++;
-      this.updateDepth();
-      void this.run(job)
-        .catch((err: unknown) =>
-          this.logger.error({ err, requestId: job.event.requestId }, "event delivery failed unexpectedly"),
-        )
-        .finally(() => {
-          this.running--;
-          this.pump();
-          this.checkIdle();
-        });
+      try {
+        await this.run(delivery);
+      } catch (err) {
+        // The event stays leased and is delivered again (the store's lease or the next start).
+        this.logger.error({ err, requestId: delivery.event.requestId }, "event delivery failed unexpectedly");
+      } finally {
+        this.running--;
+        this.refreshDepth();
+      }
     }
   }
 
-  private async run(job: Job): Promise<void> {
-    const { event } = job;
+  private async run(d: EventDelivery): Promise<void> {
+    const { event } = d;
     const fnLabel = `${event.namespace}/${event.name}`;
     if (Date.now() - event.acceptedAt > this.settings.maxEventAgeSeconds * 1000)
-      return this.giveUp(job, "EventAgeExceeded", undefined);
+      return this.giveUp(d, "EventAgeExceeded", undefined, event.attempts);
     const fn = this.registry.get(event.namespace, event.name);
-    if (!fn) return this.giveUp(job, "FunctionNotFound", "ResourceNotFoundException");
-    const payload = this.store.payload(event.seq);
-    if (!payload) return; // gone from the store (closed, or re-driven twice)
+    if (!fn) return this.giveUp(d, "FunctionNotFound", "ResourceNotFoundException", event.attempts);
     const started = performance.now();
     let status: InvocationStatus = "ok";
     let error: string | undefined;
@@ -205,7 +218,7 @@ export class EventInvocationQueue {
       const result = await this.invoker.invoke({
         key: { namespace: event.namespace, name: event.name },
         fn,
-        payload,
+        payload: d.payload,
         requestId: event.requestId,
         clientContext: event.clientContext,
       });
@@ -237,45 +250,39 @@ export class EventInvocationQueue {
       startKind,
       durationMs: performance.now() - started,
       error,
-      attempt: event.attempts + job.systemFailures + 1,
+      attempt: event.attempts + d.systemFailures + 1,
     });
-    if (status === "ok") return this.store.remove(event.seq);
+    if (status === "ok") return d.done();
     if (systemFailure) {
-      job.systemFailures++;
       const base = Math.max(this.settings.retryDelaysMs[0] ?? 1000, 1);
-      return this.retryLater(job, Math.min(MAX_BACKOFF_MS, base * 2 ** (job.systemFailures - 1)));
+      return this.retryLater(d, Math.min(MAX_BACKOFF_MS, base * 2 ** d.systemFailures), false);
     }
-    event.attempts++;
-    this.store.recordAttempt(event.seq, event.attempts);
-    if (event.attempts > this.settings.maxRetryAttempts) return this.giveUp(job, "RetriesExhausted", error);
-    this.retryLater(job, this.settings.retryDelaysMs[event.attempts - 1] ?? 0);
+    const attempts = event.attempts + 1;
+    if (attempts > this.settings.maxRetryAttempts) return this.giveUp(d, "RetriesExhausted", error, attempts);
+    return this.retryLater(d, this.settings.retryDelaysMs[attempts - 1] ?? 0, true);
   }
 
-  private retryLater(job: Job, delayMs: number): void {
-    if (this.closed) return; // stays in a durable store for the next start
-    this.metrics.eventRetries.inc({ function: `${job.event.namespace}/${job.event.name}` });
-    this.delayed++;
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      this.delayed--;
-      this.waiting.push(job);
-      this.updateDepth();
-      this.pump();
-    }, delayMs);
-    this.timers.add(timer);
+  private async retryLater(d: EventDelivery, delayMs: number, countsAttempt: boolean): Promise<void> {
+    await d.retry(delayMs, countsAttempt);
+    if (!this.closed) this.metrics.eventRetries.inc({ function: `${d.event.namespace}/${d.event.name}` });
   }
 
-  private giveUp(job: Job, reason: DeadLetterReason, error: string | undefined): void {
-    const { event } = job;
+  private async giveUp(
+    d: EventDelivery,
+    reason: DeadLetterReason,
+    error: string | undefined,
+    attempts: number,
+  ): Promise<void> {
+    const { event } = d;
     const fnLabel = `${event.namespace}/${event.name}`;
-    this.store.deadLetter(event.seq, reason, error);
+    await d.deadLetter(reason, error, attempts);
     this.metrics.eventsDropped.inc({ function: fnLabel });
     this.logger.warn(
       {
         requestId: event.requestId,
         function: fnLabel,
         reason,
-        attempts: event.attempts,
+        attempts,
         ageSeconds: Math.round((Date.now() - event.acceptedAt) / 1000),
         error,
       },
@@ -283,16 +290,27 @@ export class EventInvocationQueue {
     );
   }
 
-  private isIdle(): boolean {
-    return this.waiting.length === 0 && this.running === 0 && this.delayed === 0;
+  /** Updates the depth gauge from the store, at most every 500 ms (a shared store answers over the network). */
+  private refreshDepth(): void {
+    if (this.depthTimer) {
+      this.depthDirty = true;
+      return;
+    }
+    this.depthTimer = setTimeout(() => {
+      this.depthTimer = undefined;
+      if (this.depthDirty) {
+        this.depthDirty = false;
+        this.refreshDepth();
+      }
+    }, 500);
+    this.depthTimer.unref();
+    void this.store.usage().then(
+      (u) => this.metrics.eventQueueDepth.set(Math.max(0, u.count - this.running)),
+      () => {},
+    );
   }
+}
 
-  private checkIdle(): void {
-    if (!this.isIdle()) return;
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
-  }
-
-  private updateDepth(): void {
-    this.metrics.eventQueueDepth.set(this.waiting.length);
-  }
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -7,7 +7,7 @@ import {
   queueFullError,
   type DeadLetter,
   type DeadLetterReason,
-  type EventStore,
+  type LocalEventStore,
   type EventStoreLimits,
   type EventStoreUsage,
   type NewEvent,
@@ -59,7 +59,7 @@ function sqlite(): typeof import("node:sqlite") {
 }
 
 /**
- * An {@link EventStore} in an SQLite file (`node:sqlite`): accepted events
+ * A {@link LocalEventStore} in an SQLite file (`node:sqlite`): accepted events
  * survive gateway restarts and crashes, SIGKILL included. WAL journal with
  * `synchronous=FULL`: every commit (so every 202) is fsynced, because a 202 is
  * a promise that the event will run, and FULL costs ~0.3 ms per event on this
@@ -68,7 +68,7 @@ function sqlite(): typeof import("node:sqlite") {
  * the gateway in WAL mode. One gateway per file: two would both deliver every
  * event.
  */
-export class SqliteEventStore implements EventStore {
+export class SqliteEventStore implements LocalEventStore {
   readonly durable = true;
   private readonly db: DatabaseSync;
   private readonly stmt: Record<

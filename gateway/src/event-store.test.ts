@@ -2,8 +2,15 @@ import { describe, it, expect, afterAll } from "@jest/globals";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { MemoryEventStore, type DeadLetter, type EventStore, type EventStoreLimits } from "./event-store.js";
+import {
+  MemoryEventStore,
+  type DeadLetter,
+  type EventStoreLimits,
+  type LocalEventStore,
+} from "./event-store.js";
 import { SqliteEventStore } from "./event-store-sqlite.js";
+import { describeEventStoreConformance } from "./event-store-conformance.js";
+import { LocalEventScheduler } from "./local-event-scheduler.js";
 
 // The contract every EventStore keeps, run against both implementations, and
 // what only the SQLite one promises (reopening, permissions).
@@ -12,7 +19,7 @@ const dir = mkdtempSync(join(tmpdir(), "esb-event-store-unit-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let files = 0;
 
-const stores: [string, (limits: EventStoreLimits, onEvict?: (d: DeadLetter) => void) => EventStore][] = [
+const stores: [string, (limits: EventStoreLimits, onEvict?: (d: DeadLetter) => void) => LocalEventStore][] = [
   ["MemoryEventStore", (limits, onEvict) => new MemoryEventStore(limits, onEvict)],
   [
     "SqliteEventStore",
@@ -121,4 +128,15 @@ describe("SqliteEventStore on disk", () => {
     expect(again.add(event("c")).seq).toBe(b.seq + 1);
     again.close();
   });
+});
+
+describeEventStoreConformance("MemoryEventStore", {
+  shared: false,
+  open: (limits) => new LocalEventScheduler(new MemoryEventStore(limits)),
+});
+
+describeEventStoreConformance("SqliteEventStore", {
+  shared: false,
+  open: (limits, storage) =>
+    new LocalEventScheduler(new SqliteEventStore(join(dir, storage, "events.db"), limits)),
 });

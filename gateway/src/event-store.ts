@@ -40,13 +40,76 @@ export interface EventStoreUsage {
 }
 
 /**
- * Where accepted `Event` invocations live until they have run: on disk
- * ({@link SqliteEventStore}, survives restarts and crashes) or in memory
- * ({@link MemoryEventStore}, bounded, lost with the process). Every method is
- * synchronous: {@link add} returning means the event is stored (durably, for a
- * durable store), so the gateway may answer 202.
+ * One event handed to a gateway to run. The store keeps it (leased to this
+ * gateway) until exactly one of the settling methods is called; a gateway that
+ * dies first never settles it, and the event is delivered again (at least once).
+ */
+export interface EventDelivery {
+  readonly event: StoredEvent;
+  readonly payload: Buffer;
+  /**
+   * Throttles and system errors since the event last used a retry attempt (or
+   * was accepted): drives the exponential backoff, never the attempt count.
+   */
+  readonly systemFailures: number;
+  /** The invocation finished (succeeded): the event leaves the store. */
+  done(): Promise<void>;
+  /**
+   * Delivers the event again in `delayMs`. `countsAttempt` (a function error)
+   * adds one to its durable attempt count; a throttle or system error does not.
+   */
+  retry(delayMs: number, countsAttempt: boolean): Promise<void>;
+  /** Moves the event to the dead letters, with `attempts` (default: the event's) as its attempt count. */
+  deadLetter(reason: DeadLetterReason, error: string | undefined, attempts?: number): Promise<void>;
+  /** Not run (the gateway is stopping): the event stays stored, due now, for another gateway or the next start. */
+  release(): Promise<void>;
+}
+
+/**
+ * Where accepted `Event` invocations live until they have run, and who hands
+ * them out: {@link LocalEventScheduler} over a {@link LocalEventStore} (this
+ * process alone: an SQLite file or memory) or the NATS JetStream store (a work
+ * queue shared by every gateway replica). Every implementation runs the
+ * conformance suite in `event-store-conformance.ts`.
  */
 export interface EventStore {
+  /** True when events survive the gateway process. */
+  readonly durable: boolean;
+  /**
+   * Stores an event; resolving means it is stored (durably, for a durable
+   * store), so the gateway may answer 202. Rejects with TooManyRequestsException
+   * when the store is full (count or bytes), ServiceException when it is unreachable.
+   */
+  add(event: NewEvent): Promise<StoredEvent>;
+  /**
+   * The next event due to run, oldest first, waiting until one is; each is
+   * handed to one caller (one gateway) at a time. Resolves undefined once
+   * {@link stopDelivering} or {@link close} was called.
+   */
+  next(): Promise<EventDelivery | undefined>;
+  /** Stops handing out events (pending {@link next} calls resolve undefined); settling still works. */
+  stopDelivering(): void;
+  /** Dead letters, oldest first (at most `limit`). */
+  deadLetters(limit?: number): Promise<DeadLetter[]>;
+  /**
+   * Moves dead letters back to the stored events (all, or those whose request
+   * ids are given) with a fresh age and retry budget; resolves with them in order.
+   * Rejects with TooManyRequestsException, moving none, when they do not fit.
+   */
+  redrive(requestIds?: readonly string[]): Promise<StoredEvent[]>;
+  /** Stored (not dead-lettered) events, running ones included, and their bytes. */
+  usage(): Promise<EventStoreUsage>;
+  /** Releases the store; events not settled stay stored (a durable store) or are lost. */
+  close(): Promise<void>;
+}
+
+/**
+ * A store of events kept by this process alone, synchronous, with no notion of
+ * who runs what: {@link SqliteEventStore} (survives restarts and crashes) or
+ * {@link MemoryEventStore} (bounded, lost with the process).
+ * {@link LocalEventScheduler} makes one an {@link EventStore}.
+ */
+export interface LocalEventStore {
   /** True when events survive the gateway process. */
   readonly durable: boolean;
   /**
@@ -77,7 +140,7 @@ export interface EventStore {
   close(): void;
 }
 
-/** Bounds of an {@link EventStore}. */
+/** Bounds of an event store. */
 export interface EventStoreLimits {
   /** Most stored events. */
   maxCount: number;
@@ -104,12 +167,12 @@ export function queueFullError(usage: EventStoreUsage, limits: EventStoreLimits)
 }
 
 /**
- * An {@link EventStore} in the gateway's memory, for gateways without a disk
- * store (Kubernetes until its shared broker lands): bounded in count and bytes,
+ * A {@link LocalEventStore} in the gateway's memory, for gateways without a
+ * durable store (`events.store: memory` in the chart): bounded in count and bytes,
  * so a burst of large events cannot grow the process without limit; events are
  * lost if the process dies.
  */
-export class MemoryEventStore implements EventStore {
+export class MemoryEventStore implements LocalEventStore {
   readonly durable = false;
   private readonly events = new Map<number, StoredEvent & { payload: Buffer }>();
   private readonly dead: DeadLetter[] = [];

@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import { parseRouteNamespaces } from "@esb/common";
+import { cpusGiven } from "./gateway-cluster.js";
 /**
  * Gateway settings, read from the environment and validated once at start-up.
  * Every setting has a default that works on one machine (`esb up`).
@@ -33,6 +35,14 @@ export interface GatewayConfig {
   functionsDir?: string;
   /** Identifies this gateway replica to agents (`GATEWAY_HOLDER_ID`, default: `HOSTNAME`-pid). */
   holderId: string;
+  /**
+   * Gateway processes sharing the port (`GATEWAY_PROCESSES`: a number from 1 to 64, or
+   * `auto` = the CPUs this process may use, see cpusGiven; default `auto`). Each is
+   * like a replica: its own agent connections, warm hold, leases and Event queue;
+   * `/metrics` sums them. An SQLite Event store has one owner: `auto` is then 1, and
+   * more is refused.
+   */
+  processes: number;
   /** Lease the agent grants per acquired worker, renewed by heartbeats (`GATEWAY_LEASE_MS`). */
   leaseMs: number;
   /** Warm hold: ms a healthy worker is kept after an invocation for reuse without an agent round trip (`GATEWAY_WARM_HOLD_MS`, default 20; 0 = off). Held workers are not paused until released. */
@@ -46,12 +56,25 @@ export interface GatewayConfig {
    */
   agentOutageWaitMs: number;
   /**
-   * File of the durable Event store (`GATEWAY_EVENT_STORE`, an SQLite database,
-   * created if missing; `esb up` sets `<stateDir>/gateway/events.db`). Set:
-   * accepted Events survive gateway restarts and crashes. Unset: they are kept
-   * in memory only (lost when the gateway stops).
+   * The durable Event store (`GATEWAY_EVENT_STORE`): a `nats://host:port` URL
+   * (NATS JetStream, shared by every gateway replica naming it), or the file of
+   * an SQLite database (created if missing; `esb up` sets
+   * `<stateDir>/gateway/events.db`; one gateway per file). Set: accepted Events
+   * survive gateway restarts and crashes. Unset: they are kept in memory only
+   * (lost when the gateway stops).
    */
   eventStore?: string;
+  /** NATS authorization token (`GATEWAY_EVENT_NATS_TOKEN`, or read from `GATEWAY_EVENT_NATS_TOKEN_FILE`). */
+  eventNatsToken?: string;
+  /** JetStream stream of pending events (`GATEWAY_EVENT_NATS_STREAM`, default ESB_EVENTS; dead letters: `<it>_DEAD`). */
+  eventNatsStream: string;
+  /** JetStream stream replicas (`GATEWAY_EVENT_NATS_REPLICAS`, default 1). */
+  eventNatsReplicas: number;
+  /**
+   * AckWait of the NATS store (`GATEWAY_EVENT_ACK_WAIT_SECONDS`, default 30):
+   * how long the events of a gateway that died wait before another runs them.
+   */
+  eventAckWaitMs: number;
   /**
    * Most Event invocations stored and not yet finished (`GATEWAY_EVENT_QUEUE_SIZE`;
    * default 100,000 with a store, 1,000 in memory); beyond: 429.
@@ -102,6 +125,22 @@ function integer(env: NodeJS.ProcessEnv, key: string, fallback: number, min: num
     throw new GatewayConfigError(`${key}=${raw}: expected an integer from ${min} to ${max}`);
   }
   return value;
+}
+
+/** `GATEWAY_PROCESSES`: `auto` (default) or 1–64; an SQLite store (a file, not `nats://`) allows one. */
+function processes(raw: string | undefined, eventStore: string | undefined): number {
+  const value = raw?.trim() || "auto";
+  const sqlite = eventStore !== undefined && !eventStore.startsWith("nats://");
+  if (value === "auto") return sqlite ? 1 : Math.min(cpusGiven(), 64);
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new GatewayConfigError(`GATEWAY_PROCESSES=${value}: expected auto or an integer from 1 to 64`);
+  if (n > 1 && sqlite) {
+    throw new GatewayConfigError(
+      `GATEWAY_PROCESSES=${n}: the SQLite Event store ${eventStore} has one owner; use 1 (or a nats:// store)`,
+    );
+  }
+  return n;
 }
 
 function list(raw: string | undefined): string[] {
@@ -177,11 +216,16 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     agentPort: integer(env, "AGENT_PORT", 50051, 1, 65535),
     functionsDir: env.FUNCTIONS_DIR?.trim() || undefined,
     holderId: env.GATEWAY_HOLDER_ID?.trim() || `${env.HOSTNAME ?? "gateway"}-${process.pid}`,
+    processes: processes(env.GATEWAY_PROCESSES, eventStore),
     leaseMs: integer(env, "GATEWAY_LEASE_MS", 30000, 1000, 3_600_000),
     warmHoldMs: integer(env, "GATEWAY_WARM_HOLD_MS", 20, 0, 60_000),
     heartbeatMs: integer(env, "GATEWAY_HEARTBEAT_MS", 1000, 100, 60_000),
     agentOutageWaitMs: integer(env, "GATEWAY_AGENT_OUTAGE_WAIT_MS", 15_000, 0, 900_000),
     eventStore,
+    eventNatsToken: natsToken(env),
+    eventNatsStream: natsStream(env.GATEWAY_EVENT_NATS_STREAM),
+    eventNatsReplicas: integer(env, "GATEWAY_EVENT_NATS_REPLICAS", 1, 1, 5),
+    eventAckWaitMs: integer(env, "GATEWAY_EVENT_ACK_WAIT_SECONDS", 30, 1, 3600) * 1000,
     eventQueueSize: integer(env, "GATEWAY_EVENT_QUEUE_SIZE", eventStore ? 100_000 : 1000, 1, 10_000_000),
     eventQueueBytes: integer(
       env,
@@ -200,4 +244,26 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Gateway
     authScope,
     credentialsReloadMs: integer(env, "GATEWAY_CREDENTIALS_RELOAD_MS", 5000, 100, 3_600_000),
   };
+}
+
+/** `GATEWAY_EVENT_NATS_TOKEN`, else the content of `GATEWAY_EVENT_NATS_TOKEN_FILE` (a mounted Secret). */
+function natsToken(env: NodeJS.ProcessEnv): string | undefined {
+  const token = env.GATEWAY_EVENT_NATS_TOKEN?.trim();
+  if (token) return token;
+  const file = env.GATEWAY_EVENT_NATS_TOKEN_FILE?.trim();
+  if (!file) return undefined;
+  try {
+    return readFileSync(file, "utf8").trim() || undefined;
+  } catch (err) {
+    throw new GatewayConfigError(`GATEWAY_EVENT_NATS_TOKEN_FILE=${file}: ${(err as Error).message}`);
+  }
+}
+
+function natsStream(value: string | undefined): string {
+  const name = value?.trim() || "ESB_EVENTS";
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(name))
+    throw new GatewayConfigError(
+      `GATEWAY_EVENT_NATS_STREAM=${name}: letters, digits, _ and - only (at most 32)`,
+    );
+  return name;
 }

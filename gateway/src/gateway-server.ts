@@ -1,3 +1,4 @@
+import { MetricsAccess, serveMetrics } from "@esb/common/metrics-access";
 import { randomUUID } from "node:crypto";
 import type { AgentTokenSource } from "@esb/common/agent-credentials";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -6,8 +7,7 @@ import type { Logger } from "@esb/common";
 import { AgentClientPool } from "./agent-client-pool.js";
 import type { AgentDiscovery } from "./agent-discovery.js";
 import { EventInvocationQueue } from "./event-invocation-queue.js";
-import { MemoryEventStore, type EventStore } from "./event-store.js";
-import { SqliteEventStore } from "./event-store-sqlite.js";
+import { openEventStore } from "./event-store-open.js";
 import { FunctionInvoker } from "./function-invoker.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { GatewayConfig } from "./gateway-config.js";
@@ -46,6 +46,8 @@ export interface GatewayServerOptions {
   agentToken?: AgentTokenSource;
   /** Function status for GetFunction when the registry has none (standalone: the controller's). */
   functionStatus?: FunctionStatusLookup;
+  /** Who may read /metrics; default local callers only. */
+  metricsAccess?: MetricsAccess;
 }
 
 /**
@@ -66,6 +68,7 @@ export class GatewayServer {
   private readonly registry: FunctionRegistry;
   private readonly logger: Logger;
   private readonly config: GatewayConfig;
+  private readonly metricsAccess: MetricsAccess;
   /** SigV4 verification; undefined when no credentials file is configured (auth off). */
   private readonly auth: SigV4Authenticator | undefined;
   private readonly credentials: CredentialStore | undefined;
@@ -73,6 +76,7 @@ export class GatewayServer {
   constructor(options: GatewayServerOptions) {
     const { config, registry, discovery, logger } = options;
     this.config = config;
+    this.metricsAccess = options.metricsAccess ?? new MetricsAccess("local");
     this.registry = registry;
     registry.serveRoutesOf(config.routeNamespaces);
     this.logger = logger;
@@ -222,12 +226,8 @@ export class GatewayServer {
         ? text(res, 200, "ok\n")
         : text(res, 503, this.registry.synced ? "no agent is reachable\n" : "functions not listed yet\n");
     }
-    if (req.method === "GET" && path === "/metrics") {
-      const body = await this.metrics.registry.metrics();
-      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
-      res.end(body);
-      return;
-    }
+    if (req.method === "GET" && path === "/metrics")
+      return serveMetrics(req, res, this.metricsAccess, this.metrics.registry);
     if (RESERVED_PATH.test(path)) return this.unknownOperation(req, res, path);
     return this.routes.handle(req, res, signed);
   }
@@ -244,26 +244,6 @@ export class GatewayServer {
       `Unknown operation: ${req.method} ${path} (ESB serves Invoke at POST /2015-03-31/functions/{FunctionName}/invocations)`,
     ).send(res, randomUUID());
   }
-}
-
-/** Bounds of the dead letters kept: the oldest are evicted, with a log line each, beyond. */
-const MAX_DEAD_LETTERS = 10_000;
-
-/** The durable store when `GATEWAY_EVENT_STORE` names one, else a bounded in-memory one. */
-function openEventStore(config: GatewayConfig, logger: Logger): EventStore {
-  const limits = {
-    maxCount: config.eventQueueSize,
-    maxBytes: config.eventQueueBytes,
-    maxDeadLetters: MAX_DEAD_LETTERS,
-  };
-  const onEvict = (d: { requestId: string; namespace: string; name: string; reason: string }) =>
-    logger.warn(
-      { requestId: d.requestId, function: `${d.namespace}/${d.name}`, reason: d.reason },
-      "oldest dead letter evicted (dead-letter limit reached)",
-    );
-  return config.eventStore
-    ? new SqliteEventStore(config.eventStore, limits, onEvict)
-    : new MemoryEventStore(limits, onEvict);
 }
 
 function text(res: ServerResponse, status: number, body: string): void {

@@ -145,7 +145,7 @@ export class InvokeApiHandler {
 
       const invocation = { key, fn, payload, requestId, clientContext, logTail: logType === "Tail" };
       if (type === "Event") {
-        this.queue.enqueue(invocation);
+        await this.queue.enqueue(invocation);
         res.writeHead(202, { "x-amzn-requestid": requestId, "content-length": 0 });
         res.end();
         return;
