@@ -4,7 +4,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 export type StartKindLabel = "cold" | "warm" | "thawed" | "none";
 
 /**
- * The gateway's Prometheus metrics, in their own registry (served on `/metrics`).
+ * The gateway's Prometheus metrics, in their own registry (served on `/metrics`;
+ * with several gateway processes, summed over them, see joinGatewayCluster).
  * Labels: `function` is `namespace/name`; `type` is the invocation type
  * (RequestResponse, Event, DryRun, Http); `status` is ok, function_error,
  * throttled, not_found, client_error or service_error.
@@ -71,11 +72,14 @@ export class GatewayMetrics {
     this.routeConflicts = new Gauge({
       name: "esb_gateway_route_conflicts",
       help: "HTTP routes declared by more than one function (only the first serves them)",
+      // Every process of a multi-process gateway sees the same routes and agents: not summed.
+      aggregator: "max",
       registers,
     });
     this.agents = new Gauge({
       name: "esb_gateway_agents",
       help: "Agents known to the gateway",
+      aggregator: "max",
       registers,
     });
     this.authFailures = new Counter({

@@ -12,6 +12,8 @@ import { GatewayServer } from "./gateway-server.js";
 import { KubernetesAgentDiscovery } from "./kubernetes-agent-discovery.js";
 import { KubernetesFunctionRegistry } from "./kubernetes-function-registry.js";
 import { StaticAgentDiscovery } from "./static-agent-discovery.js";
+import cluster from "node:cluster";
+import { GATEWAY_PROCESS_INDEX_ENV, joinGatewayCluster, runGatewayPrimary } from "./gateway-cluster.js";
 
 const HELP = `esb-gateway: the AWS Lambda Invoke API and HTTP routes of ESB
 
@@ -37,6 +39,10 @@ Environment:
   GATEWAY_WARM_HOLD_MS        keep a healthy worker this long after an invocation and
                               reuse it without an agent round trip (default 20; 0 = off)
   GATEWAY_HEARTBEAT_MS        agent heartbeat interval (default 1000)
+  GATEWAY_PROCESSES           gateway processes sharing the port, each like a replica (own
+                              agent connections, warm hold, Event queue; /metrics sums them):
+                              1-64 or auto = the CPUs given (default auto; 1 with an SQLite
+                              GATEWAY_EVENT_STORE, which has one owner)
   GATEWAY_EVENT_STORE         SQLite file where accepted Event invocations are kept until
                               they have run (unset: in memory, lost on restart)
   GATEWAY_EVENT_QUEUE_SIZE    stored Event invocations before 429 (default 100000 with a
@@ -91,7 +97,13 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+  if (config.processes > 1 && cluster.isPrimary) return runGatewayPrimary(config.processes, logger);
+  // Explicit holder ids stay distinct per process (the default one holds the pid).
+  if (cluster.isWorker && process.env.GATEWAY_HOLDER_ID?.trim())
+    config = { ...config, holderId: `${config.holderId}-${process.env[GATEWAY_PROCESS_INDEX_ENV]}` };
   const metrics = new GatewayMetrics(true);
+  // Without its primary nothing restarts or aggregates this process: stop as on SIGTERM.
+  if (cluster.isWorker) joinGatewayCluster(metrics, () => process.kill(process.pid, "SIGTERM"));
   const onConflicts = (n: number) => metrics.routeConflicts.set(n);
   let kubeConfig: KubeConfig | undefined;
   const kube = () => {
@@ -118,7 +130,11 @@ async function main(): Promise<void> {
   if (!agentToken) logger.warn("AGENT_TOKEN_FILE is not set: agents will refuse this gateway's calls");
   const server = new GatewayServer({ config, registry, discovery, logger, metrics, agentToken });
   await server.start();
+  let stopping = false;
   const shutdown = (signal: string) => {
+    // Once: a cluster member may get the terminal's SIGINT and the primary's SIGTERM.
+    if (stopping) return;
+    stopping = true;
     logger.info({ signal }, "stopping");
     server.stop().then(
       () => process.exit(0),
