@@ -199,7 +199,7 @@ function parseJson(text: string): Record<string, unknown> | undefined {
 /** ECONNREFUSED, ECONNRESET, … of a failed request (fetch wraps it in `cause`); else the message. */
 function transportType(err: unknown): string {
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
-  const message = e.message || e.cause?.message || "Error";
+  const message = (e.message || e.cause?.message || "Error").replace(/^AWS SDK error wrapper for /, "");
   // The SDK wraps a socket error in an "AWS SDK error wrapper for Error: connect ECONNREFUSED …".
   return (
     e.code ?? e.cause?.code ?? /\b(E[A-Z_]{3,}|UND_ERR_[A-Z_]+)\b/.exec(message)?.[1] ?? message.slice(0, 60)
