@@ -136,5 +136,9 @@ gateway:
   ingress:
     enabled: true
     className: esb
+events:
+  nats:
+    persistence:
+      enabled: false         # no volume provisioner here: JetStream's store is an emptyDir
 YAML
 }

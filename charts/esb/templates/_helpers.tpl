@@ -119,3 +119,37 @@ Kubernetes API), rotated by the kubelet; the agents check it with a TokenReview.
 {{- define "esb.serviceAccountUser" -}}
 system:serviceaccount:{{ .root.Release.Namespace }}:{{ include "esb.serviceAccountName" . }}
 {{- end }}
+
+{{/* True ("true") when the chart deploys NATS itself: events.store nats without events.nats.url. */}}
+{{- define "esb.deployNats" -}}
+{{- if and (eq .Values.events.store "nats") (not .Values.events.nats.url) -}}true{{- end -}}
+{{- end -}}
+
+{{/* URL of the NATS the gateways keep Event invocations in. */}}
+{{- define "esb.natsURL" -}}
+{{- if .Values.events.nats.url -}}
+{{- .Values.events.nats.url -}}
+{{- else -}}
+{{- printf "nats://%s.%s.svc:4222" (include "esb.componentName" (dict "root" . "component" "nats")) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret holding the NATS token (key token); empty when there is none (an external NATS without one). */}}
+{{- define "esb.natsSecretName" -}}
+{{- if .Values.events.nats.existingSecret -}}
+{{- .Values.events.nats.existingSecret -}}
+{{- else if include "esb.deployNats" . -}}
+{{- printf "%s-token" (include "esb.componentName" (dict "root" . "component" "nats")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference of the NATS server. */}}
+{{- define "esb.natsImage" -}}
+{{- $image := .Values.events.nats.image -}}
+{{- $tag := $image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .Values.image.registry) $image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $tag -}}
+{{- end -}}
+{{- end -}}

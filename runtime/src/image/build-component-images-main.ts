@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
- * Builds the controller, agent and gateway images as OCI layouts without a
- * container engine (the project's one image build path, like ko or jib), and
+ * Builds the controller, agent and gateway images, and the nats image (the
+ * unmodified nats-server that `make nats` builds, which the chart deploys for
+ * durable Event invocations), as OCI layouts without a container engine (the project's one image build path, like ko or jib), and
  * optionally writes OCI archives and pushes them to a registry. The
  * workspaces must be built first (`npx tsc -b controller agent-daemonset
  * gateway`); the agent image carries the managed-runtime images, whose
  * nodejs22.x needs Node 22 (`hack/fetch-node-runtime.sh 22`). Usage:
  *
- *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway]
+ *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway,nats]
  *     [--out-dir DIR] [--archive-dir DIR] [--push HOST:PORT] [--repository-prefix esb]
  *     [--name-prefix docker.io/esb] [--runtime-image-cache-dir DIR] [--compression gzip|none] [--json]
  *
@@ -24,17 +25,21 @@ import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { buildComponentImages, COMPONENTS, type ComponentName } from "./component-image-builder.js";
+import { buildNatsImage } from "./nats-image-builder.js";
 import { writeOciArchive } from "./oci-image-writer.js";
 import { RegistryClient } from "./registry-client.js";
+
+/** The Node components, then nats (its image carries only the nats-server binary). */
+const ALL = [...COMPONENTS, "nats"] as const;
 
 const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-dir DIR] [--archive-dir DIR]
        [--push HOST:PORT] [--repository-prefix P] [--name-prefix P] [--runtime-image-cache-dir DIR]
        [--compression gzip|none] [--json]
 
-Builds the ESB component images (${COMPONENTS.join(", ")}) as OCI layouts in <out-dir>/<component>,
+Builds the ESB component images (${ALL.join(", ")}) as OCI layouts in <out-dir>/<component>,
 and OCI archives <archive-dir>/<component>.oci.tar (for ctr images import, kind load image-archive).
 The agent image carries the runtime images nodejs24.x, nodejs22.x and provided; nodejs22.x needs
-Node 22: run hack/fetch-node-runtime.sh 22 first.
+Node 22: run hack/fetch-node-runtime.sh 22 first. The nats image needs nats-server: run make nats first.
 `;
 
 let values;
@@ -62,10 +67,12 @@ if (values.help) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
-const components = (values.component ?? [COMPONENTS.join(",")]).flatMap((c) => c.split(",")).filter(Boolean);
+const wanted = (values.component ?? [ALL.join(",")]).flatMap((c) => c.split(",")).filter(Boolean);
+const withNats = wanted.includes("nats");
+const components = wanted.filter((c) => c !== "nats");
 for (const c of components) {
   if (!(COMPONENTS as readonly string[]).includes(c)) {
-    process.stderr.write(`unknown component "${c}": expected one of ${COMPONENTS.join(", ")}\n`);
+    process.stderr.write(`unknown component "${c}": expected one of ${ALL.join(", ")}\n`);
     process.exit(2);
   }
 }
@@ -82,17 +89,22 @@ const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
 try {
   const outDir = resolve(values["out-dir"]);
   // Layouts are rebuilt from scratch so no blob of an earlier build lingers.
-  for (const c of components) await rm(join(outDir, c), { recursive: true, force: true });
+  for (const c of wanted) await rm(join(outDir, c), { recursive: true, force: true });
   const started = Date.now();
-  say(`building ${components.join(", ")} into ${outDir}…`);
-  const images = await buildComponentImages({
-    outDir,
-    components: components as ComponentName[],
-    compression,
-    namePrefix: values["name-prefix"],
-    runtimeImageCacheDir: values["runtime-image-cache-dir"],
-    onProgress: say,
-  });
+  say(`building ${wanted.join(", ")} into ${outDir}…`);
+  const images = [
+    ...(components.length > 0
+      ? await buildComponentImages({
+          outDir,
+          components: components as ComponentName[],
+          compression,
+          namePrefix: values["name-prefix"],
+          runtimeImageCacheDir: values["runtime-image-cache-dir"],
+          onProgress: say,
+        })
+      : []),
+    ...(withNats ? [await buildNatsImage({ outDir, compression, namePrefix: values["name-prefix"] })] : []),
+  ];
   const buildMs = Date.now() - started;
   const report = [];
   for (const image of images) {

@@ -39,7 +39,7 @@ const components = Object.keys(expected) as Component[];
 interface BuildReport {
   buildMs: number;
   images: {
-    component: Component;
+    component: Component | "nats";
     version: string;
     imageName: string;
     tag: string;
@@ -188,8 +188,9 @@ afterAll(async () => {
 
 describe("component images (daemonless OCI layouts)", () => {
   it("builds one image per component, tagged with the component's version", () => {
-    expect(report.images.map((i) => i.component).sort()).toEqual([...components].sort());
+    expect(report.images.map((i) => i.component).sort()).toEqual([...components, "nats"].sort());
     for (const image of report.images) {
+      if (image.component === "nats") continue; // tagged with nats-server's version (below)
       const pkg = JSON.parse(
         readFileSync(join(repoRoot, expected[image.component].workspace, "package.json"), "utf8"),
       ) as {
@@ -271,6 +272,18 @@ describe("component images (daemonless OCI layouts)", () => {
       report.images.map((i) => i.imageName).sort(),
     );
   }, 600_000);
+
+  it("nats: the unmodified nats-server built by make nats, tagged with its version", async () => {
+    const image = report.images.find((i) => i.component === "nats")!;
+    expect(image.imageName).toBe(`docker.io/esb/nats:${image.version}`);
+    expect(imported).toContain(image.imageName);
+    const res = await ctrRun(image.imageName, [...image.entrypoint, "--version"]);
+    expect({ code: res.code, stdout: res.stdout.trim(), stderr: res.stderr }).toEqual({
+      code: 0,
+      stdout: `nats-server: v${image.version}`,
+      stderr: "",
+    });
+  }, 300_000);
 
   it.each(components)(
     "%s: the entrypoint prints its usage with --help and exits 0",
