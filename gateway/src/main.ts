@@ -43,8 +43,13 @@ Environment:
                               agent connections, warm hold, Event queue; /metrics sums them):
                               1-64 or auto = the CPUs given (default auto; 1 with an SQLite
                               GATEWAY_EVENT_STORE, which has one owner)
-  GATEWAY_EVENT_STORE         SQLite file where accepted Event invocations are kept until
-                              they have run (unset: in memory, lost on restart)
+  GATEWAY_EVENT_STORE         where accepted Event invocations are kept until they have
+                              run: nats://host:4222 (NATS JetStream, shared by replicas) or
+                              an SQLite file (unset: in memory, lost on restart)
+  GATEWAY_EVENT_NATS_TOKEN    NATS token (or GATEWAY_EVENT_NATS_TOKEN_FILE: a file holding it)
+  GATEWAY_EVENT_NATS_STREAM   JetStream stream of pending events (default ESB_EVENTS;
+                              dead letters in <it>_DEAD)
+  GATEWAY_EVENT_ACK_WAIT_SECONDS  a dead gateway's events go to another after this (default 30)
   GATEWAY_EVENT_QUEUE_SIZE    stored Event invocations before 429 (default 100000 with a
                               store, 1000 in memory)
   GATEWAY_EVENT_QUEUE_BYTES   their payload bytes before 429 (default 256 MiB / 64 MiB)
