@@ -1,3 +1,4 @@
+import { metricsAuthMode, type MetricsAuthMode } from "@esb/common/metrics-access";
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
@@ -58,6 +59,8 @@ export interface AgentConfig {
    * Undefined = 60 ({@link DEFAULT_RESYNC_SECONDS}).
    */
   resyncSeconds?: number;
+  /** Who may read /metrics ({@link MetricsAuthMode}, `ESB_METRICS_AUTH`); undefined = `local`. */
+  metricsAuth?: MetricsAuthMode;
 }
 
 /** Default of {@link AgentConfig.resyncSeconds}. */
@@ -262,6 +265,7 @@ export function loadAgentConfig(
     memoryCapacityMb,
     maxConcurrentStarts,
     resyncSeconds,
+    metricsAuth: metricsAuthMode(env),
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
   };

@@ -1,3 +1,4 @@
+import { MetricsAccess, serveMetrics } from "@esb/common/metrics-access";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -21,6 +22,8 @@ export interface AgentServerOptions {
   metricsPort: number;
   /** Address to listen on. Default all interfaces. */
   host?: string;
+  /** Who may read /metrics; default local callers only. */
+  metricsAccess?: MetricsAccess;
   logger?: Logger;
 }
 
@@ -31,6 +34,7 @@ export interface AgentServerOptions {
  */
 export class AgentServer {
   private readonly opts: AgentServerOptions;
+  private readonly metricsAccess: MetricsAccess;
   private readonly log: Logger;
   private grpc?: Http2Server;
   private http?: HttpServer;
@@ -39,6 +43,7 @@ export class AgentServer {
 
   constructor(opts: AgentServerOptions) {
     this.opts = opts;
+    this.metricsAccess = opts.metricsAccess ?? new MetricsAccess("local");
     this.log = opts.logger ?? createLogger("agent-server");
   }
 
@@ -66,9 +71,8 @@ export class AgentServer {
           .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
           .end(ready ? "ready\n" : "not ready\n");
       } else if (path === "/metrics") {
-        this.opts.metrics.text().then(
-          (text) => res.writeHead(200, { "content-type": this.opts.metrics.registry.contentType }).end(text),
-          (err: unknown) => res.writeHead(500).end(String(err)),
+        serveMetrics(req, res, this.metricsAccess, this.opts.metrics.registry).catch((err: unknown) =>
+          res.writeHead(500).end(String(err)),
         );
       } else {
         res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { MetricsAccess } from "@esb/common/metrics-access";
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -152,6 +153,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     port: config.port,
     metricsPort: config.metricsPort,
     host: config.host,
+    metricsAccess: new MetricsAccess(config.metricsAuth ?? "local"),
   });
   // Listen first so that /healthz answers while workers are re-adopted; /readyz waits for the agent.
   const ports = await server.start();

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { createServer, type Server } from "node:http";
 import { readFileSync } from "node:fs";
+import { MetricsAccess, metricsAuthMode, serveMetrics } from "@esb/common/metrics-access";
 import { KubeConfig } from "@kubernetes/client-node";
 import { createLogger } from "@esb/common";
 import { fileTokenSource } from "@esb/common/agent-credentials";
@@ -185,11 +186,11 @@ async function main(argv: string[]): Promise<void> {
     if (ok === undefined) res.writeHead(404).end("not found\n");
     else res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "not ready\n");
   });
+  const metricsAccess = new MetricsAccess(metricsAuthMode(), kc);
   const metricsServer = createServer((req, res) => {
     if (req.url !== "/metrics") return void res.writeHead(404).end("not found\n");
-    metrics.registry.metrics().then(
-      (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
-      (err: Error) => res.writeHead(500).end(String(err.message)),
+    serveMetrics(req, res, metricsAccess, metrics.registry).catch((err: Error) =>
+      res.writeHead(500).end(String(err.message)),
     );
   });
   await listen(health, config.healthPort);

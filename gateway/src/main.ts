@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
+import { MetricsAccess, metricsAuthMode } from "@esb/common/metrics-access";
 import { KubeConfig } from "@kubernetes/client-node";
 import { fileTokenSource } from "@esb/common/agent-credentials";
 import { createLogger } from "@esb/common";
@@ -133,7 +134,17 @@ async function main(): Promise<void> {
         );
   const agentToken = config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined;
   if (!agentToken) logger.warn("AGENT_TOKEN_FILE is not set: agents will refuse this gateway's calls");
-  const server = new GatewayServer({ config, registry, discovery, logger, metrics, agentToken });
+  const metricsAuth = metricsAuthMode();
+  const metricsAccess = new MetricsAccess(metricsAuth, metricsAuth === "kubernetes" ? kube() : undefined);
+  const server = new GatewayServer({
+    config,
+    registry,
+    discovery,
+    logger,
+    metrics,
+    agentToken,
+    metricsAccess,
+  });
   await server.start();
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -103,6 +103,8 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["get", "leases.coordination.k8s.io", namespace],
         ["create", "leases.coordination.k8s.io", namespace],
         ["update", "leases.coordination.k8s.io", namespace],
+        ["create", "tokenreviews.authentication.k8s.io", "*"],
+        ["create", "subjectaccessreviews.authorization.k8s.io", "*"],
       ],
       [
         ["create", lf, other],
@@ -134,6 +136,9 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["watch", lf, "*"],
         ["list", "pods", namespace],
         ["watch", "pods", namespace],
+        // Its /metrics callers: who they are and whether they may read it.
+        ["create", "tokenreviews.authentication.k8s.io", "*"],
+        ["create", "subjectaccessreviews.authorization.k8s.io", "*"],
       ],
       [
         ["update", lf, other],
@@ -150,10 +155,13 @@ describe("chart RBAC in the test kube-apiserver", () => {
     );
   });
 
-  it("lets the agent review tokens (to know its callers), and nothing more", async () => {
+  it("lets the agent review tokens and access (to know its and its /metrics' callers), and nothing more", async () => {
     await expectAccess(
       "agent",
-      [["create", "tokenreviews.authentication.k8s.io", "*"]],
+      [
+        ["create", "tokenreviews.authentication.k8s.io", "*"],
+        ["create", "subjectaccessreviews.authorization.k8s.io", "*"],
+      ],
       [
         ["get", "secrets", namespace],
         ["list", "secrets", "*"],
@@ -163,7 +171,6 @@ describe("chart RBAC in the test kube-apiserver", () => {
         ["list", "nodes", "*"],
         ["create", "events", namespace],
         ["create", "serviceaccounts", namespace, "token"],
-        ["create", "subjectaccessreviews.authorization.k8s.io", "*"],
       ],
     );
   });

@@ -47,8 +47,11 @@ function envOf(container: Container): Record<string, string> {
   );
 }
 
-function rulesOf(role: Manifest): { apiGroups: string[]; resources: string[]; verbs: string[] }[] {
-  return role.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+/** A PolicyRule: resource rules, or nonResourceURLs (then no apiGroups/resources). */
+type Rule = { apiGroups?: string[]; resources?: string[]; nonResourceURLs?: string[]; verbs: string[] };
+
+function rulesOf(role: Manifest): Rule[] {
+  return role.rules as Rule[];
 }
 
 describe("helm chart charts/esb", () => {
@@ -141,7 +144,11 @@ describe("helm chart charts/esb", () => {
 
     const gateway = findManifest(manifests, "Deployment", "esb-gateway");
     const gatewayEnv = envOf(podSpec(gateway).containers[0]);
-    expect(gatewayEnv).toMatchObject({ GATEWAY_PORT: "9000", GATEWAY_NAMESPACE: "esb-system" });
+    expect(gatewayEnv).toMatchObject({
+      GATEWAY_PORT: "9000",
+      GATEWAY_NAMESPACE: "esb-system",
+      GATEWAY_PROCESSES: "auto",
+    });
     expect(gatewayEnv.AGENT_SELECTOR).toBe(controllerEnv.AGENT_SELECTOR);
     expect(findManifest(manifests, "Service", "esb-gateway").spec).toMatchObject({ ports: [{ port: 9000 }] });
 
@@ -201,11 +208,31 @@ describe("helm chart charts/esb", () => {
       { apiGroups: ["authentication.k8s.io"], resources: ["tokenreviews"], verbs: ["create"] },
     ]);
     expect(manifests.filter((m) => m.kind === "Role" && m.metadata.name.includes("agent"))).toEqual([]);
+    // /metrics callers are reviewed by each component; readers are whoever is bound to metrics-reader.
+    expect(rulesOf(findManifest(manifests, "ClusterRole", "esb-metrics-auth"))).toEqual([
+      { apiGroups: ["authentication.k8s.io"], resources: ["tokenreviews"], verbs: ["create"] },
+      { apiGroups: ["authorization.k8s.io"], resources: ["subjectaccessreviews"], verbs: ["create"] },
+    ]);
+    const metricsAuthBinding = findManifest(
+      manifests,
+      "ClusterRoleBinding",
+      "esb-metrics-auth",
+    ) as unknown as {
+      subjects: { name: string }[];
+    };
+    expect(metricsAuthBinding.subjects.map((s) => s.name).sort()).toEqual([
+      "esb-agent",
+      "esb-controller",
+      "esb-gateway",
+    ]);
+    expect(rulesOf(findManifest(manifests, "ClusterRole", "esb-metrics-reader"))).toEqual([
+      { nonResourceURLs: ["/metrics"], verbs: ["get"] },
+    ]);
     for (const role of manifests.filter((m) => m.kind === "ClusterRole" || m.kind === "Role")) {
       for (const rule of rulesOf(role)) {
-        expect(rule.resources).not.toContain("secrets");
+        expect(rule.resources ?? []).not.toContain("secrets");
         expect(rule.verbs).not.toContain("*");
-        expect(rule.resources).not.toContain("*");
+        expect(rule.resources ?? []).not.toContain("*");
       }
     }
 

@@ -3,6 +3,8 @@
 // its work against the test kube-apiserver: the chart's RBAC suffices for what
 // the components actually call, not only for what we think they call.
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { createLogger, type LambdaFunction } from "@esb/common";
@@ -13,6 +15,7 @@ import { LeaderElector } from "@esb/controller/leader-election";
 import { WORKERS_FINALIZER } from "@esb/controller/function-source";
 import { TokenReviewAuthenticator } from "@esb/agent/auth/token-review-authenticator";
 import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
+import { MetricsAccess, serveMetrics } from "@esb/common/metrics-access";
 import { testKubeconfig } from "../env/dev-env.js";
 import { installChartRbac, type InstalledChartRbac } from "./chart-rbac.js";
 import {
@@ -120,6 +123,63 @@ describe("gateway and controller under exactly the chart's RBAC", () => {
       role: undefined,
     });
     expect(await authenticator.authenticate("garbage.not.ajwt")).toBeUndefined();
+  });
+
+  it("every component's /metrics: a token of a metrics-reader is served, another 403, none 401", async () => {
+    const reader = rbac.manifests.find(
+      (m) => m.kind === "ClusterRole" && m.metadata.name.endsWith("-metrics-reader"),
+    )!.metadata.name;
+    const binding = uniqueName("scraper");
+    for (const sa of ["scraper", "stranger"])
+      expectSuccess(
+        await kubectl(kubeconfig, ["create", "serviceaccount", sa, "-n", namespace]),
+        "create sa",
+      );
+    expectSuccess(
+      await kubectl(kubeconfig, [
+        "create",
+        "clusterrolebinding",
+        binding,
+        `--clusterrole=${reader}`,
+        `--serviceaccount=${namespace}:scraper`,
+      ]),
+      "bind the scraper to metrics-reader",
+    );
+    stops.push(async () => void (await kubectl(kubeconfig, ["delete", "clusterrolebinding", binding])));
+    const tokenOf = async (sa: string) =>
+      expectSuccess(
+        await kubectl(kubeconfig, ["create", "token", sa, "-n", namespace]),
+        "create token",
+      ).trim();
+    const scraper = await tokenOf("scraper");
+    const stranger = await tokenOf("stranger");
+    for (const component of ["controller", "gateway", "agent"] as const) {
+      // Each component asks the API server with its own ServiceAccount, as the chart deploys it.
+      const access = new MetricsAccess("kubernetes", await rbac.kubeConfigFor(component));
+      const server = createServer((req, res) => {
+        void serveMetrics(req, res, access, { contentType: "text/plain", metrics: async () => "esb_up 1\n" });
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      stops.push(() => new Promise<void>((r) => server.close(() => r())));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`;
+      const get = (token?: string) =>
+        fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const served = await get(scraper);
+      expect([component, served.status, await served.text()]).toEqual([component, 200, "esb_up 1\n"]);
+      const other = await get(stranger);
+      expect([component, other.status, await other.text()]).toEqual([
+        component,
+        403,
+        `system:serviceaccount:${namespace}:stranger may not get /metrics\n`,
+      ]);
+      const anonymous = await get();
+      expect([component, anonymous.status, anonymous.headers.get("www-authenticate")]).toEqual([
+        component,
+        401,
+        'Bearer realm="esb-metrics"',
+      ]);
+      expect((await get("garbage.not.ajwt")).status).toBe(401);
+    }
   });
 
   it("gateway: its function registry sees functions in every namespace and its agent discovery finds agent pods", async () => {
