@@ -483,44 +483,59 @@ describe("AgentService over gRPC", () => {
     const { controller, gateway } = cur!;
     await controller.prepareFunction({ spec: spec("listed", { reservedConcurrency: 2 }) });
     const ref = { namespace: "default", name: "listed" };
-    const kept = await gateway.acquireWorker({ function: ref, holderId: "gw-l", leaseMs: 1500 });
+    // The short lease second: its 1.5 s must not run out during the other's cold start on a busy machine.
     const lost = await gateway.acquireWorker({ function: ref, holderId: "gw-l" });
+    const kept = await gateway.acquireWorker({ function: ref, holderId: "gw-l", leaseMs: 1500 });
     const listed = { holderId: "gw-l", leaseIds: [kept.leaseId], leasesListed: true };
     // Both are at the limit now; after the grace (300 ms here) the unlisted one is expired.
     await new Promise((r) => setTimeout(r, 400));
     const hb = await gateway.heartbeat(listed);
     expect({ active: hb.activeLeases, expired: hb.expiredLeases }).toEqual({ active: 1, expired: 1 });
-    await until(
-      async () =>
-        !(await controller.listWorkers({ function: ref })).workers.some((w) => w.workerId === lost.workerId),
-      "the unlisted lease's worker removed",
+    // From now on heartbeats come in the background, as a gateway sends them, so that the
+    // short lease lives through the next cold start however long the machine takes for it.
+    const beating = [kept.leaseId];
+    const beat = setInterval(
+      () => void gateway.heartbeat({ ...listed, leaseIds: beating }).catch(() => {}),
+      250,
     );
-    expect(await cur!.rt.workerStatus(lost.workerId)).toBe("unknown");
-    // Its slot is free: a new worker starts; the listed one lives on through heartbeats past its 1.5 s.
-    const next = await gateway.acquireWorker({ function: ref, holderId: "gw-l", waitMs: 30_000 });
-    expect(next.workerId).not.toBe(lost.workerId);
-    for (let i = 0; i < 4; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      const again = await gateway.heartbeat({ ...listed, leaseIds: [kept.leaseId, next.leaseId] });
-      expect(again.activeLeases).toBe(2);
-    }
-    const states = (await controller.listWorkers({ function: ref })).workers.map((w) => [
-      w.workerId,
-      w.state,
-    ]);
-    expect(states).toContainEqual([kept.workerId, WorkerState.BUSY]);
-    // A late release of the expired lease is harmless.
-    await gateway.releaseWorker({
-      workerId: lost.workerId,
-      leaseId: lost.leaseId,
-      outcome: InvocationOutcome.SUCCESS,
-    });
-    for (const w of [kept, next]) {
+    try {
+      await until(
+        async () =>
+          !(await controller.listWorkers({ function: ref })).workers.some(
+            (w) => w.workerId === lost.workerId,
+          ),
+        "the unlisted lease's worker removed",
+      );
+      expect(await cur!.rt.workerStatus(lost.workerId)).toBe("unknown");
+      // Its slot is free: a new worker starts; the listed one lives on through heartbeats past its 1.5 s.
+      const next = await gateway.acquireWorker({ function: ref, holderId: "gw-l", waitMs: 30_000 });
+      beating.push(next.leaseId);
+      expect(next.workerId).not.toBe(lost.workerId);
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const again = await gateway.heartbeat({ ...listed, leaseIds: [kept.leaseId, next.leaseId] });
+        expect(again.activeLeases).toBe(2);
+      }
+      const states = (await controller.listWorkers({ function: ref })).workers.map((w) => [
+        w.workerId,
+        w.state,
+      ]);
+      expect(states).toContainEqual([kept.workerId, WorkerState.BUSY]);
+      // A late release of the expired lease is harmless.
       await gateway.releaseWorker({
-        workerId: w.workerId,
-        leaseId: w.leaseId,
+        workerId: lost.workerId,
+        leaseId: lost.leaseId,
         outcome: InvocationOutcome.SUCCESS,
       });
+      for (const w of [kept, next]) {
+        await gateway.releaseWorker({
+          workerId: w.workerId,
+          leaseId: w.leaseId,
+          outcome: InvocationOutcome.SUCCESS,
+        });
+      }
+    } finally {
+      clearInterval(beat);
     }
     expect((await controller.destroyFunction({ function: ref })).destroyedWorkers).toBe(2);
   });
