@@ -43,6 +43,10 @@ export function describeContainerdConformance(containerd: TestContainerd): void 
         );
         if ((await network.list()).includes(id)) throw new Error(`network of ${id} still allocated`);
         if (existsSync(join(dir, "netns", `esb-${id}`))) throw new Error(`netns of ${id} still exists`);
+        if (existsSync(join(dir, "runtime", ".worker-tmp", id)))
+          throw new Error(`/tmp folder of ${id} still exists`);
+        if (existsSync(join("/sys/fs/cgroup/memory", fixture.namespace, id)))
+          throw new Error(`memory cgroup of ${id} still exists`);
       },
       async cleanup() {
         conn.close();

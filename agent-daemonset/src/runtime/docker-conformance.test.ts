@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -48,6 +48,9 @@ describeRuntimeConformance("docker", async () => {
       const found = await docker.listContainers({ all: true, filters: { name: [id] } });
       const same = found.filter((c) => c.Names.some((n) => n.replace(/^\//, "") === id));
       if (same.length > 0) throw new Error(`container ${id} still exists (${same[0].State})`);
+      if (existsSync(join(stateDir, id))) throw new Error(`/tmp folder of ${id} still exists`);
+      if (existsSync(join("/sys/fs/cgroup/memory", cgroupParent, id)))
+        throw new Error(`memory cgroup of ${id} still exists`);
     },
     async cleanup() {
       rmSync(stateDir, { recursive: true, force: true });
