@@ -49,6 +49,7 @@ export class EventInvocationQueue {
   private stopped = false;
   private depthTimer: NodeJS.Timeout | undefined;
   private depthDirty = false;
+  private lastStoreWarning = 0;
 
   constructor(
     private readonly store: EventStore,
@@ -140,15 +141,17 @@ export class EventInvocationQueue {
     // A durable store keeps what has not started; an in-memory one is drained while it can be.
     if (this.store.durable) this.stopDelivering();
     let timer: NodeJS.Timeout | undefined;
-    const finished = this.store.durable
-      ? (async () => {
-          while (this.running > 0) await sleep(20);
-        })()
-      : this.idle().catch(() => {});
+    let waiting = true; // ends the polling below once the grace period is over
+    const finished = (async () => {
+      // A durable store keeps what has not started: only running invocations are waited for.
+      while (waiting && (this.running > 0 || (!this.store.durable && (await this.store.usage()).count > 0)))
+        await sleep(20);
+    })().catch(() => {});
     const drained = await Promise.race([
       finished.then(() => true),
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
     ]);
+    waiting = false;
     clearTimeout(timer);
     this.stopDelivering();
     const left = await this.store.usage().catch(() => undefined);
@@ -180,7 +183,11 @@ export class EventInvocationQueue {
         delivery = await this.store.next();
       } catch (err) {
         if (this.stopped) return;
-        this.logger.warn({ err }, "event store unavailable; retrying");
+        // One line per outage and loop would flood the log: at most one every 30 s.
+        if (Date.now() - this.lastStoreWarning > 30_000) {
+          this.lastStoreWarning = Date.now();
+          this.logger.warn({ err }, "event store unavailable; retrying");
+        }
         await sleep(STORE_RETRY_MS);
         continue;
       }

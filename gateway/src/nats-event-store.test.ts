@@ -16,7 +16,8 @@ import { TestWorkerServer } from "./test-worker-server.js";
 // storage, token auth) started here: the conformance suite every store runs,
 // then real gateways sharing one stream: each event runs once, an event whose
 // gateway is SIGKILLed mid-run runs on another, dead letters are readable with
-// a plain JetStream client, a full stream is a 429 and an unreachable NATS a 500.
+// a plain JetStream client, a full stream is a 429, what was stored survives a
+// SIGKILL of NATS, and an unreachable NATS is a 500.
 
 const nats = new NatsTestServer();
 beforeAll(() => nats.start());
@@ -205,6 +206,32 @@ describe("gateways sharing a NATS JetStream event store", () => {
     expect(refused.status).toBe(429);
     expect(refused.errorType).toBe("TooManyRequestsException");
     expect(JSON.parse(refused.body)).toMatchObject({ Reason: "CallerRateLimitExceeded" });
+  });
+
+  it("events stored before NATS is SIGKILLed all run once it is back on its store", async () => {
+    const own = new NatsTestServer();
+    await own.start();
+    cleanups.push(() => own.stop());
+    const h = await setup({
+      ...natsEnv(),
+      GATEWAY_EVENT_STORE: own.url,
+      GATEWAY_EVENT_NATS_TOKEN: own.token,
+    });
+    h.agent.coldStartDelayMs = 3000; // nothing finishes before the kill
+    cleanups.push(() => new Promise((r) => setTimeout(r, 3200)));
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const sent = await sendEvent(h.endpoint, { i });
+      expect(sent.status).toBe(202);
+      ids.push(sent.requestId);
+    }
+    await own.kill();
+    expect(runs(ids).every((n) => n === 0)).toBe(true);
+    await own.start();
+    h.agent.coldStartDelayMs = 0;
+    await until(() => runs(ids).every((n) => n >= 1), 60_000);
+    await h.gateway.eventQueue.idle();
+    expect(await h.gateway.eventQueue.deadLetters()).toEqual([]);
   });
 
   it("an unreachable NATS is a 500 ServiceException naming it, not a 202", async () => {

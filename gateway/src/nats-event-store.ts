@@ -107,8 +107,14 @@ export class NatsEventStore implements EventStore {
   async next(): Promise<EventDelivery | undefined> {
     while (this.delivering) {
       const { js } = await this.ctx();
-      this.consumer ??= await js.consumers.get(this.stream, CONSUMER);
-      const m = await this.consumer.next({ expires: PULL_EXPIRES_MS });
+      let m: JsMsg | null;
+      try {
+        this.consumer ??= await js.consumers.get(this.stream, CONSUMER);
+        m = await this.consumer.next({ expires: PULL_EXPIRES_MS });
+      } catch (err) {
+        this.setUpAgain();
+        throw err;
+      }
       if (!m) continue;
       if (!this.delivering) {
         m.nak();
@@ -256,6 +262,15 @@ export class NatsEventStore implements EventStore {
     return { nc, js: jetstream(nc, { timeout: REQUEST_TIMEOUT_MS }), jsm };
   }
 
+  /**
+   * Makes the next use create the streams and consumer again (on the same
+   * connection): a NATS that restarted without its store (an emptyDir) has lost them.
+   */
+  private setUpAgain(): void {
+    this.ready = undefined;
+    this.consumer = undefined;
+  }
+
   /** The connection, or ServiceException when NATS has not answered within the request timeout. */
   private async ctx(): Promise<Ctx> {
     if (this.closed) throw this.unavailable(new Error("the event store is closed"));
@@ -293,6 +308,7 @@ export class NatsEventStore implements EventStore {
           await this.usage().catch(() => ({ count: NaN, bytes: NaN })),
           this.options.limits,
         );
+      this.setUpAgain();
       throw this.unavailable(err);
     }
   }

@@ -24,19 +24,20 @@ export class NatsTestServer {
   url = "";
   readonly token = randomBytes(16).toString("hex");
   private dir = "";
+  private port = -1;
   private child: ChildProcess | undefined;
 
-  /** Starts the server; resolves once it accepts clients. */
+  /** Starts the server (again on the same port and store after {@link kill}); resolves once it accepts clients. */
   async start(): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), "esb-nats-"));
+    this.dir ||= await mkdtemp(join(tmpdir(), "esb-nats-"));
     const config = join(this.dir, "nats.conf");
     // max_payload: an Event payload may be 1 MiB, plus the event's headers.
     await writeFile(
       config,
       [
-        "listen: 127.0.0.1:-1",
+        `listen: 127.0.0.1:${this.port}`,
         "max_payload: 2097152",
-        `jetstream { store_dir: "${join(this.dir, "js")}" }`,
+        `jetstream { store_dir: "${join(this.dir, "js")}", sync_interval: always }`,
         `authorization { token: "${this.token}" }`,
       ].join("\n"),
       { mode: 0o600 },
@@ -54,17 +55,23 @@ export class NatsTestServer {
         reject(new Error(`nats-server exited (${code}) before listening:\n${lines.join("\n")}`)),
       );
     });
+    this.port = port;
     this.url = `nats://127.0.0.1:${port}`;
   }
 
-  /** Stops the server and removes its store. */
-  async stop(): Promise<void> {
+  /** Kills the server (SIGKILL), keeping its store for the next {@link start}. */
+  async kill(): Promise<void> {
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGKILL");
       await exited;
     }
+  }
+
+  /** Stops the server and removes its store. */
+  async stop(): Promise<void> {
+    await this.kill();
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 }

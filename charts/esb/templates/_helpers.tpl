@@ -125,12 +125,18 @@ system:serviceaccount:{{ .root.Release.Namespace }}:{{ include "esb.serviceAccou
 {{- if and (eq .Values.events.store "nats") (not .Values.events.nats.url) -}}true{{- end -}}
 {{- end -}}
 
-{{/* URL of the NATS the gateways keep Event invocations in. */}}
+{{/*
+URL of the NATS the gateways keep Event invocations in. The deployed one is
+reached through the Service's environment variable, which the kubelet expands
+($(VAR)) as it does KUBERNETES_SERVICE_HOST: this works without cluster DNS too
+(the Service is installed before the gateways).
+*/}}
 {{- define "esb.natsURL" -}}
 {{- if .Values.events.nats.url -}}
 {{- .Values.events.nats.url -}}
 {{- else -}}
-{{- printf "nats://%s.%s.svc:4222" (include "esb.componentName" (dict "root" . "component" "nats")) .Release.Namespace -}}
+{{- $svc := include "esb.componentName" (dict "root" . "component" "nats") | upper | replace "-" "_" -}}
+{{- printf "nats://$(%s_SERVICE_HOST):4222" $svc -}}
 {{- end -}}
 {{- end -}}
 

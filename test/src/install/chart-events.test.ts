@@ -44,6 +44,7 @@ describe("chart: events", () => {
       "nats.conf"
     ];
     expect(conf).toMatch(/jetstream \{\s*store_dir: \/data/);
+    expect(conf).toContain("sync_interval: always");
     expect(conf).toContain("token: $NATS_TOKEN");
     const secret = findManifest(manifests, "Secret", "esb-nats-token");
     expect(Buffer.from((secret.data as { token: string }).token, "base64").toString()).toMatch(
@@ -53,7 +54,8 @@ describe("chart: events", () => {
     expect(JSON.stringify(policy.spec)).toContain('"app.kubernetes.io/component":"gateway"');
     expect(findManifest(manifests, "Service", "esb-nats")).toBeDefined();
     const env = gatewayEnv(manifests);
-    expect(env.GATEWAY_EVENT_STORE.value).toMatch(/^nats:\/\/esb-nats\.[a-z0-9-]+\.svc:4222$/);
+    // The Service's variable, expanded by the kubelet (no cluster DNS needed).
+    expect(env.GATEWAY_EVENT_STORE.value).toBe("nats://$(ESB_NATS_SERVICE_HOST):4222");
     expect(env.GATEWAY_EVENT_NATS_TOKEN.valueFrom).toEqual({
       secretKeyRef: { name: "esb-nats-token", key: "token" },
     });
