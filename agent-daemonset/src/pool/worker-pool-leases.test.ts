@@ -144,4 +144,23 @@ describe("WorkerPool leases owned by their caller (FakeRuntime)", () => {
     expect(pool.heartbeat("gw", new Set())).toEqual({ held: 0, expired: 1 });
     await until(() => !rt.status.has(fresh.workerId), "unlisted worker removed");
   });
+
+  it("after close (agent stopping) a given-back worker and one that finishes starting are paused for the next agent, not removed", async () => {
+    const rt = new FakeRuntime();
+    const pool = makePool(rt, { maxWorkers: 2 });
+    const busy = await pool.acquire({ holderId: "g" });
+    const g = gate();
+    rt.gate = g.promise;
+    const starting = pool.acquire({ holderId: "g" }).catch((e: unknown) => e);
+    await until(() => rt.calls.filter((c) => c.startsWith("start ")).length === 2, "the second start began");
+    const closing = pool.close(); // waits for the start in progress
+    g.open();
+    rt.gate = undefined;
+    await closing;
+    await starting; // its caller is told the agent is stopping; the worker itself is kept
+    await pool.release(busy.workerId, busy.leaseId, "success");
+    await until(() => [...rt.status.values()].every((s) => s === "paused"), "both workers paused");
+    expect(rt.status.size).toBe(2);
+    expect(rt.calls.filter((c) => c.startsWith("remove "))).toEqual([]);
+  });
 });

@@ -445,6 +445,17 @@ export class WorkerPool {
     await Promise.all([...this.workersById.values()].map((w) => w.chain));
   }
 
+  /**
+   * A worker that became free after {@link close} (its start finished or it was given back):
+   * paused like the idle ones, so that the next agent re-adopts it instead of this one removing
+   * it on the way out (one removal at a time made a loaded agent's stop take longer than its grace).
+   */
+  private async keepForNextAgent(w: PoolWorker): Promise<void> {
+    if (w.state !== "idle") this.transition(w, "idle");
+    this.transition(w, "paused");
+    await this.op(w, () => this.runtime.pauseWorker(w.id)).catch(() => undefined);
+  }
+
   /** Worker counts by state (stopping and destroyed ones excluded). */
   counts(): PoolCounts {
     const c: PoolCounts = { starting: 0, idle: 0, busy: 0, paused: 0 };
@@ -560,8 +571,12 @@ export class WorkerPool {
       // It exited (crash event) while starting: a broken function, do not loop on it.
       throw new Error(`worker ${w.id} of ${this.functionKey} exited while starting`);
     }
-    if (w.drain || w.revision !== this.config.revision || this.closed) {
+    if (w.drain || w.revision !== this.config.revision) {
       void this.remove(w, "drained", false);
+      return null;
+    }
+    if (this.closed) {
+      void this.keepForNextAgent(w);
       return null;
     }
     if (opts.signal?.aborted) {
@@ -620,10 +635,11 @@ export class WorkerPool {
    */
   private async giveBack(w: PoolWorker): Promise<void> {
     this.dropLease(w);
-    if (w.drain || w.revision !== this.config.revision || this.closed) {
+    if (w.drain || w.revision !== this.config.revision) {
       await this.remove(w, "drained", false);
       return;
     }
+    if (this.closed) return this.keepForNextAgent(w);
     this.transition(w, "idle");
     this.becameIdle(w);
   }
@@ -753,10 +769,11 @@ export class WorkerPool {
           ok: true,
         });
         if (w.state !== "starting") return;
-        if (w.drain || w.revision !== this.config.revision || this.closed) {
+        if (w.drain || w.revision !== this.config.revision) {
           void this.remove(w, "drained", false);
           return;
         }
+        if (this.closed) return void this.keepForNextAgent(w);
         this.transition(w, "idle");
         this.becameIdle(w);
       },
