@@ -1,3 +1,4 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { MetricsAccess, serveMetrics } from "@esb/common/metrics-access";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
@@ -47,6 +48,22 @@ export class AgentServer {
     this.log = opts.logger ?? createLogger("agent-server");
   }
 
+  /**
+   * Until the agent has re-adopted its workers (NodeAgent.start), every call is
+   * `unavailable`, which callers retry: answering earlier said "function not found"
+   * and let a prepare race the start-up resync (which removed the new worker's network).
+   */
+  private readyInterceptor(): Interceptor {
+    return (next) => async (req) => {
+      if (!this.opts.agent.ready)
+        throw new ConnectError(
+          "the agent is starting (re-adopting its workers); retry shortly",
+          Code.Unavailable,
+        );
+      return next(req);
+    };
+  }
+
   /** Starts both listeners; resolves with the ports actually bound. */
   async start(): Promise<{ port: number; metricsPort: number }> {
     const handler = connectNodeAdapter({
@@ -54,7 +71,7 @@ export class AgentServer {
       grpc: true,
       connect: true,
       grpcWeb: false,
-      interceptors: [authInterceptor(this.opts.authenticator, this.log)],
+      interceptors: [authInterceptor(this.opts.authenticator, this.log), this.readyInterceptor()],
     });
     this.grpc = createHttp2Server(handler);
     this.grpc.on("session", (s) => {

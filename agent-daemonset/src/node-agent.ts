@@ -149,6 +149,7 @@ export class NodeAgent {
   private started = false;
   /** Removes staged code (stateDir/code/<hash>) once no function uses it. */
   private readonly stagedCode: StagedCodeStore;
+  private persistSeq = 0;
 
   constructor(opts: NodeAgentOptions) {
     this.nodeName = opts.nodeName;
@@ -195,7 +196,8 @@ export class NodeAgent {
       if (!file.endsWith(".json")) continue;
       try {
         const spec = fromJsonString(FunctionSpecSchema, await readFile(join(this.specDir, file), "utf8"));
-        await this.load(spec, false);
+        // Serialized like PrepareFunction: a controller may already be preparing the same function.
+        await this.serialized(functionKey(spec.ref), () => this.load(spec, false));
       } catch (err) {
         this.log.warn(
           { file, err: (err as Error).message },
@@ -358,8 +360,10 @@ export class NodeAgent {
   private async persist(rec: FunctionRecord): Promise<void> {
     await mkdir(this.specDir, { recursive: true });
     const file = this.specFile(rec.key);
-    await writeFile(`${file}.tmp`, toJsonString(FunctionSpecSchema, rec.spec));
-    await rename(`${file}.tmp`, file);
+    // Unique per write: two writes of one record must never share (and rename away) a temp file.
+    const tmp = `${file}.tmp-${process.pid}-${++this.persistSeq}`;
+    await writeFile(tmp, toJsonString(FunctionSpecSchema, rec.spec));
+    await rename(tmp, file);
   }
 
   private poolConfig(rec: FunctionRecord): PoolFunctionConfig {
