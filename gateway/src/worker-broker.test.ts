@@ -132,4 +132,19 @@ describe("WorkerBroker gives back every worker it takes", () => {
     agent = new LoopbackTestAgent();
     await agent.listen(port);
   });
+
+  it("a release the agent could not take while restarting is sent again once it is back", async () => {
+    await start();
+    const lease = await broker.acquire(FN);
+    const port = Number(new URL(lease.agent.url).port);
+    await agent.close();
+    broker.release(lease, InvocationOutcome.SUCCESS);
+    await new Promise((r) => setTimeout(r, 700)); // refused meanwhile, and retried
+    agent = new LoopbackTestAgent();
+    await agent.listen(port);
+    await until(
+      () => agent.releases.some((r) => r.workerId === lease.workerId),
+      "the release reached the new agent",
+    );
+  });
 });

@@ -89,6 +89,8 @@ export class WorkerBroker {
   private readonly acquireTimeoutMs: number;
   private readonly passiveWaitGraceMs: number;
   private readonly agentOutageWaitMs: number;
+  /** Set by {@link releaseHeld}: releases are no longer retried. */
+  private stopping = false;
 
   constructor(
     private readonly agents: AgentClientPool,
@@ -374,10 +376,35 @@ export class WorkerBroker {
   }
 
   /**
+   * ReleaseWorker, asked again while the agent is unreachable (restarting: the next agent
+   * re-adopts the worker as busy and takes the release of any lease of it), for up to the
+   * lease's length; without it the worker stayed busy until that lease expired. Not retried
+   * once this gateway is stopping.
+   */
+  private async releaseRetrying(lease: WorkerLease, outcome: InvocationOutcome): Promise<void> {
+    const deadline = Date.now() + this.leaseMs;
+    let delay = 250;
+    for (;;) {
+      try {
+        await lease.agent.client.releaseWorker(
+          { workerId: lease.workerId, leaseId: lease.leaseId, outcome },
+          { timeoutMs: 10_000 },
+        );
+        return;
+      } catch (err) {
+        if (this.stopping || !unreachable(ConnectError.from(err)) || Date.now() + delay > deadline) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 4000);
+      }
+    }
+  }
+
+  /**
    * Releases every held worker now (at shutdown); resolves when the agents
    * answered these and every release already on its way.
    */
   async releaseHeld(): Promise<void> {
+    this.stopping = true;
     for (const list of this.held.values()) {
       for (const { lease, timer } of list.splice(0)) {
         clearTimeout(timer);
@@ -389,8 +416,7 @@ export class WorkerBroker {
 
   private sendRelease(lease: WorkerLease, outcome: InvocationOutcome): Promise<void> {
     lease.agent.inflight--;
-    const done: Promise<void> = lease.agent.client
-      .releaseWorker({ workerId: lease.workerId, leaseId: lease.leaseId, outcome }, { timeoutMs: 10_000 })
+    const done: Promise<void> = this.releaseRetrying(lease, outcome)
       .catch((err: unknown) =>
         this.logger.warn(
           { agent: lease.agent.url, workerId: lease.workerId, err: String(err) },
