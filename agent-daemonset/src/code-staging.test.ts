@@ -53,6 +53,29 @@ describe("StagedCodeStore", () => {
     }
   });
 
+  it("stages anew when the same code is being removed at that moment (destroy, then prepare again)", async () => {
+    const base = mkdtempSync(join(tmpdir(), "esb-code-race-"));
+    try {
+      const used = new Set<string>();
+      const store = new StagedCodeStore(join(base, "code"), () => used, log);
+      // Enough files that removing them takes a while.
+      const files: Record<string, Buffer> = {
+        "index.mjs": Buffer.from("export const handler = async () => 1;"),
+      };
+      for (let i = 0; i < 3000; i++) files[`lib/f${i}.js`] = Buffer.from(`export default ${i};`);
+      const first = await store.stage(files);
+      const removing = first.release(); // the function is destroyed: its folder goes...
+      const again = await store.stage(files); // ...while the same code is prepared again
+      await removing;
+      expect(again.dir).toBe(first.dir);
+      expect(existsSync(join(again.dir, "index.mjs"))).toBe(true);
+      expect(readdirSync(join(again.dir, "lib"))).toHaveLength(3000);
+      await again.release();
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it("refuses a file path leaving /var/task and leaves no staging folder behind", async () => {
     const base = mkdtempSync(join(tmpdir(), "esb-code-bad-"));
     try {

@@ -24,6 +24,8 @@ export interface StagedCodeHold {
  */
 export class StagedCodeStore {
   private readonly pins = new Map<string, number>();
+  /** Removals in progress, by folder. */
+  private readonly removing = new Map<string, Promise<boolean>>();
   private readonly timers = new Set<NodeJS.Timeout>();
 
   /**
@@ -53,6 +55,8 @@ export class StagedCodeStore {
     const dir = join(this.root, hash.digest("hex").slice(0, 32));
     this.pin(dir);
     const hold = { dir, release: () => this.unpin(dir) };
+    // A removal of the same folder that began before the pin: let it finish, then stage anew.
+    await this.removing.get(dir);
     try {
       await readdir(dir);
       return hold; // already staged
@@ -125,18 +129,28 @@ export class StagedCodeStore {
   }
 
   private async removeIfUnused(dir: string): Promise<boolean> {
-    if (this.pins.has(dir)) return false;
+    if (this.pins.has(dir) || this.removing.has(dir)) return false;
     for (const d of this.inUse()) if (d === dir) return false;
+    // Registered in the same tick as the checks above: a stage() of this code from now on
+    // waits for the removal to finish instead of finding a half-removed folder.
+    const removal = rm(dir, { recursive: true, force: true }).then(
+      () => {
+        this.log.info({ dir }, "removed staged code no function uses");
+        return true;
+      },
+      (err: unknown) => {
+        this.log.warn(
+          { dir, err: (err as Error).message },
+          "cannot remove staged code; the next sweep retries",
+        );
+        return false;
+      },
+    );
+    this.removing.set(dir, removal);
     try {
-      await rm(dir, { recursive: true, force: true });
-      this.log.info({ dir }, "removed staged code no function uses");
-      return true;
-    } catch (err) {
-      this.log.warn(
-        { dir, err: (err as Error).message },
-        "cannot remove staged code; the next sweep retries",
-      );
-      return false;
+      return await removal;
+    } finally {
+      this.removing.delete(dir);
     }
   }
 }
