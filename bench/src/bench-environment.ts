@@ -92,6 +92,18 @@ export class BenchEnvironment {
     this.functionsDir = join(this.dir, "functions");
   }
 
+  /** Processes of the running gateway: the members of a multi-process one (GATEWAY_PROCESSES), else 1. */
+  gatewayProcesses(): number {
+    const pid = this.gatewayProc?.pid;
+    if (pid === undefined) return 0;
+    try {
+      const members = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
+      return Math.max(1, members ? members.split(/\s+/).length : 0);
+    } catch {
+      return 1;
+    }
+  }
+
   /** True when the gateway process is running. */
   get hasGateway(): boolean {
     return this.gatewayUrl !== "";
@@ -152,9 +164,13 @@ export class BenchEnvironment {
     if (this.opts.gateway) await this.startGateway();
   }
 
-  /** Path of the gateway's entry point; the gateway rows need it built. */
+  /**
+   * Path of the gateway's entry point; the gateway rows need it built.
+   * `ESB_BENCH_GATEWAY_MAIN` names another build (e.g. an earlier commit's, for
+   * before/after figures in one session).
+   */
   static gatewayMain(): string {
-    return join(REPO_ROOT, "gateway", "dist", "main.js");
+    return process.env.ESB_BENCH_GATEWAY_MAIN || join(REPO_ROOT, "gateway", "dist", "main.js");
   }
 
   private async startGateway(): Promise<void> {

@@ -82,20 +82,33 @@ export class BenchResults {
     return r && "p50" in r ? r : undefined;
   }
 
-  /** Adds `of.p50 / to.p50` as a ratio row when both rows exist. */
-  ratio(name: string, of: string, to: string, note?: string): void {
+  /**
+   * Adds `of.p50 / to.p50` as a ratio row when both rows exist; with `minimum`
+   * (a target), the note says whether the ratio reaches it.
+   */
+  ratio(name: string, of: string, to: string, note?: string, minimum?: number): void {
     const a = this.latency(of);
     const b = this.latency(to);
     if (!a || !b || !(b.p50 > 0)) return;
-    this.add({ name, ratio: round(a.p50 / b.p50), of, to, ...(note ? { note } : {}) });
+    const ratio = round(a.p50 / b.p50);
+    const target =
+      minimum === undefined ? undefined : `target >= ${minimum}: ${ratio >= minimum ? "met" : "MISSED"}`;
+    const text = [note, target].filter(Boolean).join("; ");
+    this.add({ name, ratio, of, to, ...(text ? { note: text } : {}) });
   }
 
-  /** Adds `of.rps / to.rps` as a ratio row when both throughput rows exist. */
-  throughputRatio(name: string, of: string, to: string): void {
+  /**
+   * Adds `of.rps / to.rps` as a ratio row when both throughput rows exist; with
+   * `minimum` (a target), the note says whether the ratio reaches it.
+   */
+  throughputRatio(name: string, of: string, to: string, minimum?: number): void {
     const a = this.latency(of);
     const b = this.latency(to);
     if (!a?.rps || !b?.rps) return;
-    this.add({ name, ratio: round(a.rps / b.rps), of, to, note: "requests/s" });
+    const ratio = round(a.rps / b.rps);
+    const target =
+      minimum === undefined ? "" : `; target >= ${minimum}: ${ratio >= minimum ? "met" : "MISSED"}`;
+    this.add({ name, ratio, of, to, note: `requests/s${target}` });
   }
 
   all(): ResultRow[] {

@@ -131,7 +131,7 @@ async function main(): Promise<number> {
     if (!stopping) await env.down();
   }
   const warm = results.latency("warm-gateway") ? "warm-gateway" : "warm-direct";
-  results.ratio("ratio-per-request-vs-warm", "per-request", warm);
+  results.ratio("ratio-per-request-vs-warm", "per-request", warm, undefined, 100);
   results.ratio("ratio-per-request-vs-thaw", "per-request", "thaw");
   results.ratio("ratio-warm-gateway-vs-direct", "warm-gateway", "warm-direct");
   results.ratio("ratio-cold-start-vs-thaw", "cold-start-node", "thaw");

@@ -5,6 +5,9 @@ import { ensureWarmFunction, WARM_FUNCTION, WARM_INVOKE_PATH } from "./warm-invo
 import { WORKER_INVOKE_PATH, postFirstByte } from "./worker-http.js";
 import { runWrk } from "./wrk-load.js";
 
+/** DESIGN.md's target for throughput through the gateway vs direct, at c8 and c32. */
+export const THROUGHPUT_RATIO_TARGET = 0.9;
+
 /** Concurrency levels of the throughput runs. */
 export const CONCURRENCIES = [1, 8, 32];
 
@@ -50,7 +53,7 @@ export const throughputScenario: BenchScenario = {
           max: r.max,
           rps: r.rps,
           errors: r.errors,
-          note: `wrk -c${c} ${r.durationS}s via gateway, ${agent.listWorkers(ref).length} workers`,
+          note: `wrk -c${c} ${r.durationS}s via gateway (${env.gatewayProcesses()} processes), ${agent.listWorkers(ref).length} workers`,
         });
       }
       // Hold c warm workers (reusing the gateway's; cold-starting the rest) and load them directly.
@@ -89,6 +92,7 @@ export const throughputScenario: BenchScenario = {
         `ratio-throughput-c${c}-gateway-vs-direct`,
         `throughput-c${c}-gateway`,
         `throughput-c${c}-direct`,
+        c >= 8 ? THROUGHPUT_RATIO_TARGET : undefined,
       );
     }
   },
