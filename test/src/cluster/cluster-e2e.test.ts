@@ -29,6 +29,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { agentTransport, staticTokenSource } from "@esb/common/agent-credentials";
 import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { SANDBOX_PROBE_CODE } from "../e2e/sandbox-probe.js";
+import { eventsSurviveGatewayDeletion } from "./cluster-events.js";
 
 const NS = "esb-system";
 const MINUTE = 60_000;
@@ -364,18 +365,26 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
   );
 
   it(
+    "Events accepted by a gateway pod just before its deletion all run on the other replicas (NATS JetStream)",
+    async () => {
+      figures.eventsRunTwice = await eventsSurviveGatewayDeletion(cluster.kubeconfig, NS);
+    },
+    12 * MINUTE,
+  );
+
+  it(
     "kubectl delete: the functions' workers are gone from containerd",
     async () => {
-      await kOk("delete", "lf", "hello", "shell-echo", "--wait=true", "--timeout=120s");
+      await kOk("delete", "lf", "hello", "shell-echo", "slow-events", "--wait=true", "--timeout=120s");
       const left = await eventually(
-        "no hello/shell-echo task",
+        "no hello/shell-echo/slow-events task",
         async () => {
           const ids = await taskIds(cluster);
-          return ids.some((id) => /hello|shell-echo/.test(id)) ? undefined : ids;
+          return ids.some((id) => /hello|shell-echo|slow-events/.test(id)) ? undefined : ids;
         },
         2 * MINUTE,
       );
-      expect(left.filter((id) => /hello|shell-echo/.test(id))).toEqual([]);
+      expect(left.filter((id) => /hello|shell-echo|slow-events/.test(id))).toEqual([]);
     },
     4 * MINUTE,
   );
