@@ -26,6 +26,7 @@ import {
 import { WORKER_LABELS, type PreparedImage, type Runtime, type WorkerSpec } from "./runtime/runtime.js";
 import type { FunctionImageResolver } from "./runtime-image-resolver.js";
 import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
+import { checkWorkerInit } from "./pool/worker-init-check.js";
 import { StagedCodeStore } from "./code-staging.js";
 import { PLATFORM_MEMORY_MB } from "./sandbox/function-memory.js";
 
@@ -259,7 +260,7 @@ export class NodeAgent {
    */
   async prepareFunction(
     spec: FunctionSpec,
-  ): Promise<{ imageDigest: string; readyWorkers: number; warmWorkers: number }> {
+  ): Promise<{ imageDigest: string; readyWorkers: number; warmWorkers: number; initError: string }> {
     validateSpec(spec, this.allowCodeHostPath);
     const key = functionKey(spec.ref);
     const rec = await this.serialized(key, () => this.load(spec, true));
@@ -268,6 +269,7 @@ export class NodeAgent {
       imageDigest: rec.image.digest,
       readyWorkers: c.idle + c.busy + c.paused,
       warmWorkers: c.idle + c.paused,
+      initError: rec.pool.initError ?? "",
     };
   }
 
@@ -382,6 +384,8 @@ export class NodeAgent {
       keepWarmMs: (spec.scaling?.keepWarmSeconds || DEFAULTS.keepWarmSeconds) * 1000,
       defaultLeaseMs: timeoutSeconds * 1000 + this.leaseGraceMs,
       workerSpec: (id) => this.workerSpec(rec, id),
+      // ESB's emulator tells how init went; an image brings its own runtime interface.
+      checkInit: spec.image ? undefined : (handle) => checkWorkerInit(handle),
     };
   }
 

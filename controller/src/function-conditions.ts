@@ -23,6 +23,8 @@ export interface PrepareSummary {
   warm: number;
   /** `node: error; …` of the agents that failed ("" when none did). */
   failureText: string;
+  /** `node: errorType: message` of agents whose provisioned workers fail to initialise. */
+  initErrors?: string[];
 }
 
 /**
@@ -68,13 +70,22 @@ export function preparedConditions(p: PrepareSummary): {
             message: `${warm} of ${provisioned} provisioned workers warm`,
             observedGeneration: generation,
           }
-        : {
-            type: CONDITION_WARM_POOL_READY,
-            status: "False",
-            reason: "WarmingUp",
-            message: `${warm} of ${provisioned} provisioned workers warm`,
-            observedGeneration: generation,
-          };
+        : p.initErrors?.length
+          ? {
+              // The function's code or environment is broken: no warm pool will come.
+              type: CONDITION_WARM_POOL_READY,
+              status: "False",
+              reason: "InitFailed",
+              message: `${warm} of ${provisioned} provisioned workers warm; the function does not initialise: ${p.initErrors.join("; ")}`,
+              observedGeneration: generation,
+            }
+          : {
+              type: CONDITION_WARM_POOL_READY,
+              status: "False",
+              reason: "WarmingUp",
+              message: `${warm} of ${provisioned} provisioned workers warm`,
+              observedGeneration: generation,
+            };
   const isReady = imagePrepared.status === "True" && warmPool.status === "True";
   const readyCond: Omit<Condition, "lastTransitionTime"> = isReady
     ? {

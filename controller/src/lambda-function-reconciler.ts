@@ -97,6 +97,8 @@ interface PrepareOutcome {
   imageDigest?: string;
   readyWorkers: number;
   warmWorkers: number;
+  /** Why the agent's provisioned workers do not initialise ("" when they do). */
+  initError?: string;
 }
 
 /** What the controller last prepared for a function (in memory). */
@@ -427,6 +429,7 @@ export class LambdaFunctionReconciler {
       prepared: ok.length,
       warm,
       failureText,
+      initErrors: ok.filter((o) => o.initError).map((o) => `${o.agent.name}: ${o.initError}`),
     });
     const status: LambdaFunctionStatus = {
       observedGeneration: generation,
@@ -525,6 +528,7 @@ export class LambdaFunctionReconciler {
             imageDigest: res.imageDigest,
             readyWorkers: res.readyWorkers,
             warmWorkers: res.warmWorkers,
+            initError: res.initError,
           };
         } catch (err) {
           // Cancelled, not failed: reject so that no PrepareFailed status is written for it.

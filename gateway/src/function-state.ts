@@ -22,6 +22,8 @@ function reasonCode(reason: string | undefined, fn: LambdaFunction): string {
   if (reason === "InvalidSpec") return "InvalidConfiguration";
   if (reason && CODE_REASONS.has(reason)) return "InvalidZipFileException";
   if (reason === "PrepareFailed") return fn.spec.image ? "InvalidImage" : "InvalidConfiguration";
+  // Provisioned workers whose code fails to initialise (AWS: provisioned concurrency FAILED).
+  if (reason === "InitFailed") return "FunctionError";
   return "InternalError";
 }
 

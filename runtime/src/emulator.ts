@@ -10,6 +10,7 @@ import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { commandInCgroup, functionCgroupFromEnv, type FunctionCgroup } from "./function-cgroup.js";
+import { InitStatus, INIT_STATUS_PATH } from "./init-status.js";
 import { collectAfterLargePayload } from "./payload-gc.js";
 import { restoreRuntimeOnlyEnv } from "./runtime-only-env.js";
 
@@ -262,6 +263,8 @@ export class Emulator {
   private lastMaxMemoryMb = 0;
   private memoryRead: Promise<void> | null = null;
   private closed = false;
+  /** How the runtime's init went (served at INIT_STATUS_PATH for the agent). */
+  readonly initStatus = new InitStatus();
 
   constructor(options: EmulatorOptions = {}) {
     const env = options.env ?? process.env;
@@ -449,6 +452,8 @@ export class Emulator {
       this.waiter = null;
     }
     if (this.closed) return;
+    if (!proc.ready && !proc.killedByUs && !proc.initErrorReported)
+      this.initStatus.failed("Runtime.ExitError", `Runtime exited with error: ${describeExit(code, signal)}`);
     const inv = this.current;
     if (proc.killedByUs) {
       if (proc.restartAfterExit || (inv && !inv.done)) this.spawnRuntime();
@@ -474,6 +479,7 @@ export class Emulator {
 
   /** Answers the pending (not yet dispatched) invocation with an init-phase error. */
   private failPending(errorType: string, message: string): void {
+    this.initStatus.failed(errorType, message);
     const inv = this.current;
     if (!inv || inv.done || inv.dispatched) return;
     this.complete(
@@ -487,6 +493,14 @@ export class Emulator {
   // ---------------------------------------------------------------- Invoke endpoint
 
   private onInvokeRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method === "GET" && (req.url ?? "").split("?")[0] === INIT_STATUS_PATH) {
+      req.resume();
+      const waitMs = Math.min(Number(new URL(req.url!, "http://x").searchParams.get("waitMs")) || 0, 30_000);
+      void this.initStatus.wait(waitMs).then((state) => {
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(state));
+      });
+      return;
+    }
     if (req.method !== "POST" || !(req.url === INVOKE_PATH || INVOKE_RE.test(req.url ?? ""))) {
       req.resume();
       sendAwsError(
@@ -757,6 +771,7 @@ export class Emulator {
     const proc = this.proc;
     if (proc && !proc.ready) {
       proc.ready = true;
+      this.initStatus.ready();
       proc.initDurationMs = Number(process.hrtime.bigint() - proc.spawnedAt) / 1e6;
       void this.refreshMaxMemory(proc);
     }
@@ -819,6 +834,7 @@ export class Emulator {
       runtimeReply(res, 202, { status: "OK" });
       if (!proc || proc.ready) return;
       proc.initErrorReported = true;
+      this.initStatus.failed(errorType ?? "Runtime.Unknown", initErrorMessage(body));
       const inv = this.current;
       if (inv && !inv.done && !inv.dispatched)
         this.complete(inv, errorBody(body ?? Buffer.alloc(0), errorType), true, undefined);
@@ -910,4 +926,16 @@ function listen(server: Server, port: number, host: string): Promise<void> {
 
 function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** The errorMessage of an init error body (`{errorMessage, errorType}`), or the body's text. */
+function initErrorMessage(body: Buffer | null | undefined): string {
+  const text = body?.toString("utf8") ?? "";
+  try {
+    const parsed = JSON.parse(text) as { errorMessage?: unknown };
+    if (typeof parsed.errorMessage === "string") return parsed.errorMessage;
+  } catch {
+    // not JSON: the text itself
+  }
+  return text.slice(0, 1000);
 }

@@ -10,6 +10,7 @@ export const WORKER_FILES: string[] = [
   "emulator.js",
   "emulator-main.js",
   "function-cgroup.js",
+  "init-status.js",
   "payload-gc.js",
   "runtime-only-env.js",
   "node-client.js",

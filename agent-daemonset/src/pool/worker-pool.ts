@@ -1,3 +1,4 @@
+import { WorkerInitError } from "./worker-init-check.js";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createLogger, type Logger } from "@esb/common";
 import type { ListedWorker, Runtime, WorkerHandle, WorkerSpec } from "../runtime/runtime.js";
@@ -60,6 +61,11 @@ export interface PoolFunctionConfig {
   defaultLeaseMs: number;
   /** Builds the container spec of a new worker with this id. */
   workerSpec(id: string): WorkerSpec;
+  /**
+   * Checks that a provisioned worker's function initialised (throws WorkerInitError when not);
+   * unset: no check (images without ESB's emulator). Not on an invocation's path.
+   */
+  checkInit?(handle: WorkerHandle): Promise<void>;
 }
 
 /** Something that happened in a pool, for metrics and logs. */
@@ -184,6 +190,11 @@ export class WorkerPool {
   private readonly waiters = new AcquireWaiters();
   private closed = false;
   private provisionBackoffMs = 0;
+  /**
+   * Why the last provisioned worker's function failed to initialise (`errorType: message`),
+   * until a provisioned worker initialises; reported to the controller by PrepareFunction.
+   */
+  initError: string | undefined;
   private provisionTimer?: NodeJS.Timeout;
 
   private readonly waitReady: (handle: WorkerHandle, stillStarting: () => boolean) => Promise<void>;
@@ -758,10 +769,15 @@ export class WorkerPool {
       void this.remove(w, `cannot build worker spec: ${(err as Error).message}`, true);
       return;
     }
-    this.op(w, () => this.startReady(w, spec)).then(
+    this.op(w, async () => {
+      const handle = await this.startReady(w, spec);
+      await this.config.checkInit?.(handle);
+      return handle;
+    }).then(
       (handle) => {
         w.handle = handle;
         this.provisionBackoffMs = 0;
+        this.initError = undefined;
         this.onEvent({
           type: "cold-start",
           function: this.functionKey,
@@ -784,6 +800,7 @@ export class WorkerPool {
           durationMs: Date.now() - t0,
           ok: false,
         });
+        if (err instanceof WorkerInitError) this.initError = err.initError;
         // Back off so that a broken image does not become a tight restart loop.
         this.provisionBackoffMs = Math.min(30_000, this.provisionBackoffMs * 2 || 1000);
         this.log.warn(
