@@ -1,4 +1,4 @@
-import { Pool } from "undici";
+import { Pool, type Dispatcher } from "undici";
 
 /** What a worker answered. */
 export interface WorkerResponse {
@@ -28,7 +28,7 @@ export const WORKER_INVOKE_PATH = "/2015-03-31/functions/function/invocations";
  * (workers come and go).
  */
 export class WorkerHttpClient {
-  private readonly pools = new Map<string, { pool: Pool; lastUsed: number }>();
+  private readonly pools = new Map<string, { pool: Pool; origin: string; lastUsed: number }>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly idleMs = 120_000) {
@@ -49,16 +49,49 @@ export class WorkerHttpClient {
   ): Promise<WorkerResponse> {
     const entry = this.pool(address);
     try {
-      const res = await entry.pool.request({
-        path: WORKER_INVOKE_PATH,
-        method: "POST",
-        headers,
-        body,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
+      return await new Promise<WorkerResponse>((resolve, reject) => {
+        // A bare dispatch handler: the whole answer is buffered anyway, so undici's
+        // request() stream, async-resource scope and body mixins are per-request cost
+        // with no use here.
+        const chunks: Buffer[] = [];
+        let size = 0;
+        let statusCode = 0;
+        let responseHeaders: WorkerResponse["headers"] = {};
+        const handler: Dispatcher.DispatchHandler = {
+          onRequestStart() {},
+          onResponseStart(_controller, status, h) {
+            if (status < 200) return; // informational (1xx): the answer follows
+            statusCode = status;
+            responseHeaders = h as WorkerResponse["headers"];
+          },
+          onResponseData(_controller, chunk) {
+            chunks.push(chunk);
+            size += chunk.length;
+          },
+          onResponseEnd() {
+            resolve({
+              statusCode,
+              headers: responseHeaders,
+              body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size),
+            });
+          },
+          onResponseError(_controller, err) {
+            reject(err);
+          },
+        };
+        entry.pool.dispatch(
+          {
+            origin: entry.origin,
+            path: WORKER_INVOKE_PATH,
+            method: "POST",
+            headers,
+            body,
+            headersTimeout: timeoutMs,
+            bodyTimeout: timeoutMs,
+          },
+          handler,
+        );
       });
-      const data = Buffer.from(await res.body.arrayBuffer());
-      return { statusCode: res.statusCode, headers: res.headers as WorkerResponse["headers"], body: data };
     } catch (err) {
       const code = (err as { code?: string }).code ?? "";
       const timedOut = code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT";
@@ -86,12 +119,13 @@ export class WorkerHttpClient {
     await Promise.all(pools.map((e) => e.pool.close().catch(() => {})));
   }
 
-  private pool(address: string): { pool: Pool; lastUsed: number } {
+  private pool(address: string): { pool: Pool; origin: string; lastUsed: number } {
     let entry = this.pools.get(address);
     if (!entry) {
       const origin = address.includes("://") ? address : `http://${address}`;
       entry = {
         pool: new Pool(origin, { connections: 16, pipelining: 1, keepAliveTimeout: 60_000 }),
+        origin,
         lastUsed: Date.now(),
       };
       this.pools.set(address, entry);
