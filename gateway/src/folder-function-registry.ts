@@ -33,7 +33,8 @@ export class FolderFunctionRegistry extends FunctionCatalog {
     this.watcher = watch(this.dir, () => {
       clearTimeout(this.reloadTimer);
       this.reloadTimer = setTimeout(() => {
-        this.reloading = this.reloading.then(() => this.reload());
+        // reload() logs what went wrong (e.g. the folder was removed); the watcher keeps going.
+        this.reloading = this.reloading.then(() => this.reload()).catch(() => undefined);
       }, 100);
     });
     this.watcher.on("error", (err) =>

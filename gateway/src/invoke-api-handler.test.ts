@@ -322,7 +322,8 @@ describe("warm hold under load", () => {
       const first = client.send(
         new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 1, sleepMs: 300 }) }),
       );
-      await new Promise((r) => setTimeout(r, 100));
+      // Only once A's acquire is at the agent (its cold start without delay) do cold starts slow down.
+      while (h.agent.acquireCalls < 1) await new Promise((r) => setTimeout(r, 5));
       h.agent.coldStartDelayMs = 3000;
       const second = client.send(new InvokeCommand({ FunctionName: "echo", Payload: payload({ n: 2 }) }));
       const a = json((await first).Payload);
