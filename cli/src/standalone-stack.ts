@@ -241,6 +241,12 @@ export class StandaloneStack {
           agent.agent.destroyFunction(pool.ref),
         );
       }
+      // Busy workers are removed when released; nothing will release them now (the gateway
+      // has stopped, and workers re-adopted from a killed esb up have no holder at all).
+      await step("remove the remaining workers", async () => {
+        const runtime = agent.agent.runtime;
+        for (const w of await runtime.listWorkers()) await runtime.removeWorker(w.id);
+      });
       await step("agent", () => agent.stop());
       await step("network", async () => {
         // The bridge exists once a worker was started; none is not a failure.
