@@ -4,6 +4,11 @@ import { hostname } from "node:os";
 import { AGENT_TOKEN_AUDIENCE } from "@esb/common/agent-credentials";
 import { PREBUILT_RUNTIME_IMAGES_DIR } from "@esb/runtime/image/runtime-image-folder";
 import { parseDestinations, type Destination, type WorkerEgress } from "./network/worker-firewall.js";
+import {
+  LOG_SHIPPING_ENV_HELP,
+  logShippingConfig,
+  type LogShippingConfig,
+} from "./logs/log-shipping-config.js";
 
 /** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
 export interface AgentConfig {
@@ -61,6 +66,8 @@ export interface AgentConfig {
   resyncSeconds?: number;
   /** Who may read /metrics ({@link MetricsAuthMode}, `ESB_METRICS_AUTH`); undefined = `local`. */
   metricsAuth?: MetricsAuthMode;
+  /** Where worker output is shipped (VictoriaLogs); undefined = not shipped. */
+  logs?: LogShippingConfig;
 }
 
 /** Default of {@link AgentConfig.resyncSeconds}. */
@@ -146,6 +153,7 @@ export const AGENT_ENV_HELP: [string, string][] = [
     "WORKER_DENIED_DESTINATIONS",
     "comma-separated IPv4 CIDRs workers must not reach besides private ranges (e.g. a public API server)",
   ],
+  ...LOG_SHIPPING_ENV_HELP,
 ];
 
 function port(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
@@ -268,7 +276,16 @@ export function loadAgentConfig(
     metricsAuth: metricsAuthMode(env),
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
+    logs: configOrError(() => logShippingConfig(env)),
   };
+}
+
+function configOrError<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw new AgentConfigError((err as Error).message);
+  }
 }
 
 /** WORKER_EGRESS, WORKER_ALLOWED_DESTINATIONS, WORKER_DENIED_DESTINATIONS. */

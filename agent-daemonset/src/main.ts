@@ -20,7 +20,8 @@ import { StaticTokenAuthenticator } from "./auth/static-token-authenticator.js";
 import { TokenReviewAuthenticator } from "./auth/token-review-authenticator.js";
 import { CniNetwork } from "./network/cni-network.js";
 import { WorkerFirewall } from "./network/worker-firewall.js";
-import { NodeAgent } from "./node-agent.js";
+import { WorkerLogShipping } from "./logs/worker-log-shipping.js";
+import { NodeAgent, functionKey } from "./node-agent.js";
 import { createRuntimeImageResolver } from "./runtime-image-resolver.js";
 import { ContainerdRuntime } from "./runtime/containerd-runtime.js";
 import { DockerRuntime } from "./runtime/docker-runtime.js";
@@ -84,6 +85,8 @@ export const AGENT_PROGRAMS: readonly AgentProgram[] = [
 export interface RunningAgent {
   agent: NodeAgent;
   server: AgentServer;
+  /** Worker output as records (function, request id…), shipped to the log store when one is configured. */
+  logs: WorkerLogShipping;
   /** The periodic resync against containerd and CNI (running unless AGENT_RESYNC_SECONDS is 0). */
   resync: AgentResync;
   port: number;
@@ -146,6 +149,18 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     allowCodeHostPath: config.auth.mode === "token",
   });
   metrics.attach(agent);
+  // Subscribed before the agent starts, so that the output of re-adopted workers is not missed.
+  const logs = new WorkerLogShipping({
+    runtime,
+    node: config.nodeName,
+    functionOf: (id) => {
+      const w = agent.listWorkers().find((x) => x.workerId === id);
+      return w && functionKey(w.ref);
+    },
+    config: config.logs,
+    registry: metrics.registry,
+    logger: log,
+  });
   const server = new AgentServer({
     agent,
     metrics,
@@ -163,6 +178,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     await agent.start();
   } catch (err) {
     await server.stop(0);
+    await logs.close(0);
     throw err;
   }
   // After start: the start itself resyncs (and re-adopts); from then on, this keeps the node repaired.
@@ -176,16 +192,19 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     onFailure: metrics.recordResyncFailure,
   });
   resync.start();
-  log.info({ node: config.nodeName, runtime: runtime.name, ...ports }, "agent ready");
+  log.info({ node: config.nodeName, runtime: runtime.name, ...ports, logs: config.logs?.url }, "agent ready");
   return {
     agent,
     server,
+    logs,
     resync,
     ...ports,
     async stop() {
       await resync.stop();
       await server.stop();
       await agent.close();
+      // Last: the workers' final lines were read before the runtime closed.
+      await logs.close();
     },
   };
 }
