@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm containerd2 nats up bench chaos clean chart-crds
+	kube-apiserver helm containerd2 nats victorialogs up bench chaos clean chart-crds
 
 all: build
 
@@ -54,6 +54,10 @@ helm:
 nats:
 	hack/build-nats.sh
 
+## victorialogs: build victoria-logs (the function log store of esb up, the agent's tests and the chart) from its Go module, cached in ~/.cache/esb/bin
+victorialogs:
+	hack/build-victorialogs.sh
+
 ## containerd2: build containerd 2.x from its Go module (the agent is tested on 1.6 and 2.x), cached in ~/.cache/esb
 containerd2:
 	hack/build-containerd.sh
@@ -66,11 +70,11 @@ dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
 ## test: every test, against real containerd, registry, kube-apiserver and a local cluster
-test: build cluster-binaries helm containerd2 nats
+test: build cluster-binaries helm containerd2 nats victorialogs
 	npm test
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
-up: build
+up: build victorialogs
 	hack/install-deps.sh
 	node cli/dist/main.js up --functions examples/functions
 
