@@ -73,6 +73,10 @@ dev-env-down:
 test: build cluster-binaries helm containerd2 nats victorialogs
 	npm test
 
+## test-unit: the tests marked `// @esb-test unit` (first line): no test environment, no root-only host changes; seconds, for the edit-test loop
+test-unit: build
+	ESB_TEST_ENV=none npm test -- --filter=$(CURDIR)/jest-unit-filter.cjs
+
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
 up: build victorialogs
 	hack/install-deps.sh

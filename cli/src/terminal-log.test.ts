@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // esb up's terminal: JSON log lines become lines people read, and every logger made after
 // setLogDestination writes there (the components esb up starts in its process).
 import { PassThrough } from "node:stream";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import {
   LAMBDA_FUNCTION_MESSAGES as M,

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // /metrics without Kubernetes (esb up, a component started by hand): local callers only.
 // (Kubernetes mode, with TokenReview and SubjectAccessReview against the real API server and
 // the chart's RBAC, is tested in test/src/install/components-under-chart-rbac.test.ts.)

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // code.path snapshots on a real file system: the folder source watches code.path, an edit becomes
 // a new generation whose code.path is a snapshot of the new content (so a new revision), and
 // snapshots nobody uses are removed after their grace period.

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect, beforeAll, afterAll, afterEach } from "@jest/globals";
 import { createLogger, type LambdaFunction } from "@esb/common";
 import { AgentClientPool } from "./agent-client-pool.js";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import { resolveFunctionName } from "./function-name.js";
 import { LambdaApiError } from "./lambda-api-error.js";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // GetFunction through the real AWS SDK against a real gateway: State and LastUpdateStatus follow
 // the LambdaFunction's Ready condition as the controller reports it (standalone wiring: the folder
 // registry has no status, a lookup gives the controller's view).

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import { createLogger } from "@esb/common";
 import { GatewayMetrics } from "./gateway-metrics.js";

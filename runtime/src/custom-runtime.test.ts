@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // Custom runtimes (`provided`): a shell-script bootstrap found on the bootstrap search path,
 // speaking the Runtime API with curl, and the official AWS Node.js runtime interface client
 // (npm aws-lambda-ric) run unchanged against the emulator.

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // The emulator tells the agent how the runtime's init went (GET /esb/init), so that a
 // provisioned worker whose function cannot load is reported instead of counted as warm.
 import { describe, it, expect } from "@jest/globals";

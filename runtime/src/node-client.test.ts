@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // Unit tests of the Node runtime client's pieces: error serialisation and the Runtime API
 // calls, checked against a loopback HTTP server that records requests (a stand-in for the
 // emulator's Runtime API; the full loop runs against the real emulator in emulator.test.ts).

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // The emulator's launcher as a worker starts it (a real shell, the real emulator-main and the Node
 // runtime client as child processes): the function's NODE_OPTIONS & co. reach its runtime, never
 // the emulator, so a broken value is the function's init error and not a dead worker.

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // The runtime image carries WORKER_FILES only: every module they import must be among them
 // (a missing one stops every worker at start with ERR_MODULE_NOT_FOUND).
 import { readFileSync } from "node:fs";

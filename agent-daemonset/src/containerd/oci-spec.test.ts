@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import type { PreparedImage, WorkerSpec } from "../runtime/runtime.js";
 import { cpuSharesFor } from "../runtime/worker-resources.js";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect, afterEach } from "@jest/globals";
 import { FakeRuntime, fakePoolConfig } from "./fake-runtime.js";
 import { AcquireCancelledError } from "./pool-errors.js";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect, afterEach } from "@jest/globals";
 import { WORKER_LABELS } from "../runtime/runtime.js";
 import { FakeRuntime, fakePoolConfig as config } from "./fake-runtime.js";

@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import { ALLOWED_SOCKET_FAMILIES, CLONE_NAMESPACE_FLAGS, workerSeccompProfile } from "./seccomp-profile.js";
 

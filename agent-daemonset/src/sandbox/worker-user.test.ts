@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, it, expect } from "@jest/globals";
 import { DEFAULT_WORKER_USER, workerUser } from "./worker-user.js";
 

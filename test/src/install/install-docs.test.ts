@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // What users of docs/kubernetes.md rely on and no other test runs: its values
 // table matches values.schema.json, every `make` target it names exists, and the
 // kind configuration (kind needs Docker, which this machine lacks) maps the
