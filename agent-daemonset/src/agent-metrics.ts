@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { NodeAgent } from "./node-agent.js";
 import type { ResyncReport } from "./agent-resync.js";
 import type { PoolEvent } from "./pool/worker-pool.js";
+import type { StartPhase } from "./runtime/start-phases.js";
 
 /**
  * The agent's Prometheus metrics, in a registry of their own: cold starts,
@@ -21,6 +22,7 @@ export class AgentMetrics {
   private readonly removalFailures: Counter<never>;
   private readonly resyncs: Counter<"result">;
   private readonly resyncRepairs: Counter<"kind">;
+  private readonly startPhaseSeconds: Histogram<"phase">;
 
   /** @param agent read at scrape time for pool sizes; may be set later with {@link attach}. */
   constructor(private agent?: NodeAgent) {
@@ -87,6 +89,13 @@ export class AgentMetrics {
       labelNames: ["kind"],
       registers,
     });
+    this.startPhaseSeconds = new Histogram({
+      name: "esb_agent_worker_start_phase_seconds",
+      help: "Time of each step of a worker start by the runtime (phase: network, snapshot, task-create, task-start, ...).",
+      labelNames: ["phase"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
     const pools: Gauge<"function" | "state"> = new Gauge({
       name: "esb_agent_pool_workers",
       help: "Workers per function and state.",
@@ -128,6 +137,11 @@ export class AgentMetrics {
         this.removals.inc({ function: e.function, failed: String(e.failed) });
         break;
     }
+  };
+
+  /** Records the steps of one worker start; pass as the containerd runtime's `onStartPhases`. */
+  recordStartPhases = (_workerId: string, phases: StartPhase[]): void => {
+    for (const p of phases) this.startPhaseSeconds.observe({ phase: p.name }, p.ms / 1000);
   };
 
   /** Counts one failed worker removal; pass as the containerd runtime's `onRemovalError`. */

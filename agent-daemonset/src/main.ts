@@ -124,6 +124,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       stateDir: join(config.stateDir, "containerd"),
       insecureRegistries: config.insecureRegistries,
       onRemovalError: metrics.recordRemovalFailure,
+      onStartPhases: metrics.recordStartPhases,
     });
   } else {
     runtime = new DockerRuntime({

@@ -1,6 +1,7 @@
 import type { NodeAgent } from "@esb/agent/node-agent";
 import type { AcquiredWorker } from "@esb/agent/pool/worker-pool";
 import { BENCH_NAMESPACE } from "./bench-environment.js";
+import type { ColdStartBreakdown, ColdStartSample } from "./cold-start-breakdown.js";
 import { postFirstByte } from "./worker-http.js";
 
 /** Holder id of every lease the bench takes directly from the agent. */
@@ -19,7 +20,8 @@ const COLD_BATCH = 10;
  * free worker → container + task + network namespace + runtime init) until
  * the first byte of its first response. Workers are held (busy, so the next
  * acquire must start another) and removed in batches of {@link COLD_BATCH}
- * between samples, outside the timed part. Returns the n timed samples in ms.
+ * between samples, outside the timed part. Returns the n timed samples in ms;
+ * with `breakdown`, each timed sample's parts are pushed to `parts`.
  */
 export async function measureColdStarts(
   agent: NodeAgent,
@@ -27,6 +29,7 @@ export async function measureColdStarts(
   n: number,
   warmup: number,
   label: string,
+  breakdown?: { of: ColdStartBreakdown; parts: ColdStartSample[] },
 ): Promise<number[]> {
   const ref = { namespace: BENCH_NAMESPACE, name };
   const samples: number[] = [];
@@ -40,11 +43,18 @@ export async function measureColdStarts(
     for (let i = 0; i < warmup + n; i++) {
       const t0 = performance.now();
       const w = await agent.acquire(ref, { holderId: BENCH_HOLDER, leaseMs: 300_000 });
+      const acquireMs = performance.now() - t0;
       held.push(w);
       if (w.startKind !== "cold") throw new Error(`${label}: expected a cold start, got ${w.startKind}`);
       const { ms } = await postFirstByte(w.address, t0, { waitListening: true });
       if (i >= warmup) {
         samples.push(ms);
+        breakdown?.parts.push({
+          workerId: w.workerId,
+          totalMs: ms,
+          acquireMs,
+          phases: breakdown.of.phasesOf(w.workerId),
+        });
         progress(label, i - warmup, n);
       }
       if (held.length >= COLD_BATCH) await removeHeld();

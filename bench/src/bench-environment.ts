@@ -15,6 +15,7 @@ import { StaticTokenAuthenticator } from "@esb/agent/auth/static-token-authentic
 import { CniNetwork } from "@esb/agent/network/cni-network";
 import { LocalBuildImageResolver, NodeAgent } from "@esb/agent/node-agent";
 import { ContainerdRuntime } from "@esb/agent/runtime/containerd-runtime";
+import { ColdStartBreakdown } from "./cold-start-breakdown.js";
 
 const run = promisify(execFile);
 
@@ -81,6 +82,8 @@ export class BenchEnvironment {
   agent?: NodeAgent;
   agentUrl = "";
   gatewayUrl = "";
+  /** Where each worker start's time went (cold-start rows). */
+  readonly breakdown = new ColdStartBreakdown();
   private server?: AgentServer;
   private gatewayProc?: ChildProcess;
   private readonly functionsDir: string;
@@ -134,7 +137,9 @@ export class BenchEnvironment {
       network: this.network,
       stateDir: join(this.dir, "runtime"),
       insecureRegistries: [this.env.ESB_TEST_REGISTRY],
+      onStartPhases: this.breakdown.onStartPhases,
     });
+    runtime.onWorkerLog(this.breakdown.onWorkerLog);
     const metrics = new AgentMetrics();
     this.agent = new NodeAgent({
       nodeName: this.nodeName,

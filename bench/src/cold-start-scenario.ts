@@ -1,6 +1,7 @@
 import { measureColdStarts } from "./agent-measurements.js";
 import { summarize } from "./bench-results.js";
 import type { BenchScenario } from "./bench-scenario.js";
+import type { ColdStartSample } from "./cold-start-breakdown.js";
 
 /**
  * Cold start with the image already local: a new worker (container, task,
@@ -13,27 +14,33 @@ export const coldStartScenario: BenchScenario = {
   rows: ["cold-start-node", "cold-start-shell"],
   async run({ env, results, sizes }) {
     await env.prepareFunction({ name: "bench-cold-node", runtime: "nodejs24.x" });
+    const nodeParts: ColdStartSample[] = [];
     const node = await measureColdStarts(
       env.agent!,
       "bench-cold-node",
       sizes.coldStarts,
       sizes.warmup,
       "cold-start-node",
+      { of: env.breakdown, parts: nodeParts },
     );
     results.add(summarize("cold-start-node", "ms", node, { note: "new worker -> first byte, Node no-op" }));
+    for (const row of env.breakdown.rows("node", nodeParts)) results.add(row);
     await env.destroyFunction("bench-cold-node");
 
     await env.prepareFunction({ name: "bench-cold-shell", runtime: "provided" });
+    const shellParts: ColdStartSample[] = [];
     const shell = await measureColdStarts(
       env.agent!,
       "bench-cold-shell",
       sizes.coldStarts,
       sizes.warmup,
       "cold-start-shell",
+      { of: env.breakdown, parts: shellParts },
     );
     results.add(
       summarize("cold-start-shell", "ms", shell, { note: "new worker -> first byte, provided sh" }),
     );
+    for (const row of env.breakdown.rows("shell", shellParts)) results.add(row);
     await env.destroyFunction("bench-cold-shell");
   },
 };

@@ -14,6 +14,7 @@ import { TaskEventSubscriber, type TaskEvent } from "../containerd/task-event-su
 import { TaskLogPipes } from "../containerd/task-log-pipes.js";
 import type { WorkerNetwork } from "../network/worker-network.js";
 import { WorkerHostResources } from "../sandbox/worker-host-resources.js";
+import { PhaseClock, type StartPhaseListener } from "./start-phases.js";
 import {
   RuntimeUnavailableError,
   WORKER_LABELS,
@@ -69,6 +70,8 @@ export interface ContainerdRuntimeOptions {
   onRemovalError?: (workerId: string, err: Error) => void;
   /** The connection to containerd; default a new one on `socketPath` (tests inject faults through their own). */
   connection?: ContainerdConnection;
+  /** Told how long each step of every successful worker start took (metrics, bench). */
+  onStartPhases?: StartPhaseListener;
 }
 
 /**
@@ -105,6 +108,7 @@ export class ContainerdRuntime implements Runtime {
   /** Workers being removed: a listing meanwhile must not adopt them again. */
   private readonly removing = new Set<string>();
   private readonly onRemovalError: (workerId: string, err: Error) => void;
+  private readonly onStartPhases: StartPhaseListener | undefined;
   private readonly prepared = new Map<string, StoredImage>();
   private readonly preparing = new Map<string, Promise<StoredImage>>();
   private started = false;
@@ -118,6 +122,7 @@ export class ContainerdRuntime implements Runtime {
     this.conn =
       opts.connection ?? new ContainerdConnection({ socketPath: opts.socketPath, namespace: this.namespace });
     this.onRemovalError = opts.onRemovalError ?? (() => undefined);
+    this.onStartPhases = opts.onStartPhases;
     this.images = new ImageService(this.conn, {
       snapshotter: this.snapshotter,
       insecureRegistries: opts.insecureRegistries,
@@ -189,10 +194,14 @@ export class ContainerdRuntime implements Runtime {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) {
       throw new Error(`invalid worker id "${id}" (letters, digits, '_', '.', '-'; at most 64)`);
     }
+    const clock = new PhaseClock();
     const image = await this.storedImage(spec.image.ref);
+    clock.mark("image");
     const { ip, netnsPath } = await this.network.attach(id);
+    clock.mark("network");
     try {
       const host = await this.hostResources.prepare(spec, `${this.cgroupParent}/${id}`);
+      clock.mark("host-resources");
       const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent, ...host });
       const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: ip };
       // The container record references the snapshot key, which keeps it from GC once prepared.
@@ -207,8 +216,11 @@ export class ContainerdRuntime implements Runtime {
           snapshotKey: id,
         },
       });
+      clock.mark("container");
       const rootfs = await this.images.unpacker.prepare(id, image.chainId);
+      clock.mark("snapshot");
       const io = await this.pipes.attach(id);
+      clock.mark("log-pipes");
       this.workers.add(id);
       await this.conn.unary(Tasks.method.create, {
         containerId: id,
@@ -216,7 +228,10 @@ export class ContainerdRuntime implements Runtime {
         stdout: io.stdout,
         stderr: io.stderr,
       });
+      clock.mark("task-create");
       const { pid } = await this.conn.unary(Tasks.method.start, { containerId: id });
+      clock.mark("task-start");
+      this.onStartPhases?.(id, clock.phases);
       this.log.debug({ id, ip, pid }, "worker started");
       return { id, ip, port: WORKER_PORT, labels, pid };
     } catch (err) {
