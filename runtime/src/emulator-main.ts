@@ -1,24 +1,51 @@
 // Entry point of a worker container: `node /var/runtime/esb/emulator-main.js [bootstrap command...]`,
 // started by the launcher of runtime-only-env.ts.
 // Configuration comes from the environment (see emulatorOptionsFromEnv); SIGTERM/SIGINT stop
-// the runtime process group and exit 0.
+// the runtime process group and exit 0. In a generic sandbox (ESB_SANDBOX_CONTROL set, see
+// sandbox-standby.ts) the emulator first waits for its function's environment, with the
+// runtime client already booted when ESB_SANDBOX_PREBOOT names its bootstrap.
 import { Emulator, emulatorOptionsFromEnv } from "./emulator.js";
+import {
+  preBootRuntime,
+  SANDBOX_CONTROL_ENV,
+  SANDBOX_PREBOOT_ENV,
+  waitForSpecialisation,
+  type PreBootedRuntime,
+} from "./sandbox-standby.js";
 
-const emulator = new Emulator(emulatorOptionsFromEnv(process.env, process.argv.slice(2)));
-emulator.start().then(
-  (addr) => {
-    process.stdout.write(
-      `esb emulator: invoke on ${addr.invoke.host}:${addr.invoke.port}, runtime API on ${addr.runtimeApi.host}:${addr.runtimeApi.port}\n`,
-    );
-  },
-  (err: unknown) => {
-    process.stderr.write(
-      `esb emulator failed to start: ${err instanceof Error ? err.message : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+let emulator: Emulator | undefined;
+let preBooted: PreBootedRuntime | undefined;
+
+async function main(): Promise<void> {
+  const control = process.env[SANDBOX_CONTROL_ENV];
+  let env: NodeJS.ProcessEnv = process.env;
+  if (control) {
+    const bootstrap = process.env[SANDBOX_PREBOOT_ENV];
+    if (bootstrap) preBooted = preBootRuntime(bootstrap, process.env);
+    env = (await waitForSpecialisation(control)).env;
+  }
+  emulator = new Emulator({ ...emulatorOptionsFromEnv(env, process.argv.slice(2)), preBooted });
+  const addr = await emulator.start();
+  process.stdout.write(
+    `esb emulator: invoke on ${addr.invoke.host}:${addr.invoke.port}, runtime API on ${addr.runtimeApi.host}:${addr.runtimeApi.port}\n`,
+  );
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`esb emulator failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
 const stop = (): void => {
+  if (!emulator) {
+    if (preBooted?.child.pid) {
+      try {
+        process.kill(-preBooted.child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(0);
+  }
   void emulator.close().finally(() => process.exit(0));
 };
 process.once("SIGTERM", stop);

@@ -13,6 +13,7 @@ import { commandInCgroup, functionCgroupFromEnv, type FunctionCgroup } from "./f
 import { InitStatus, INIT_STATUS_PATH } from "./init-status.js";
 import { collectAfterLargePayload } from "./payload-gc.js";
 import { restoreRuntimeOnlyEnv } from "./runtime-only-env.js";
+import { preBootFits, type PreBootedRuntime } from "./sandbox-standby.js";
 
 /** Largest invocation payload accepted on the Invoke endpoint (AWS synchronous limit, 6 MB). */
 export const MAX_REQUEST_BYTES = 6 * 1024 * 1024;
@@ -57,6 +58,12 @@ export interface EmulatorOptions {
    * worker's, the runtime process' VmHWM, or auto (a cgroup when found).
    */
   memorySource?: "auto" | "cgroup" | "process";
+  /**
+   * A runtime booted before the function was known (generic sandbox): it becomes the first
+   * runtime process when it fits (same bootstrap and start-up variables, see preBootFits),
+   * else it is killed and a fresh one spawned. Init Duration then counts from the hand-over.
+   */
+  preBooted?: PreBootedRuntime;
 }
 
 /** Addresses the emulator listens on after {@link Emulator.start}. */
@@ -238,7 +245,11 @@ function readBody(
  * - payloads over 6 MB get 413 `RequestTooLargeException`.
  */
 export class Emulator {
-  private readonly opts: Required<Omit<EmulatorOptions, "command">> & { command: string[] | undefined };
+  private readonly opts: Required<Omit<EmulatorOptions, "command" | "preBooted">> & {
+    command: string[] | undefined;
+  };
+  /** Taken by the first spawn (see EmulatorOptions.preBooted). */
+  private preBooted: PreBootedRuntime | undefined;
   /** The function's own memory cgroup the runtime is started in, when the agent made one. */
   private readonly functionCgroup: FunctionCgroup | undefined;
   private readonly invokeServer: Server;
@@ -268,6 +279,7 @@ export class Emulator {
 
   constructor(options: EmulatorOptions = {}) {
     const env = options.env ?? process.env;
+    this.preBooted = options.preBooted;
     this.opts = {
       invokeHost: options.invokeHost ?? "0.0.0.0",
       invokePort: options.invokePort ?? 8080,
@@ -373,14 +385,7 @@ export class Emulator {
       this.failPending("Runtime.InvalidEntrypoint", command.error);
       return;
     }
-    const argv = this.functionCgroup ? commandInCgroup(this.functionCgroup, command) : command;
-    const child = spawn(argv[0], argv.slice(1), {
-      cwd: existsSync(this.taskRoot) ? this.taskRoot : undefined,
-      env: this.runtimeEnv,
-      stdio: ["ignore", "pipe", "pipe"],
-      // Own process group, so a timeout kills the runtime and everything it started.
-      detached: true,
-    });
+    const child = this.adoptPreBooted(command) ?? this.spawnCommand(command);
     const proc: RuntimeProcess = {
       child,
       spawnedAt: process.hrtime.bigint(),
@@ -423,6 +428,38 @@ export class Emulator {
       const fallback = setTimeout(handle, 200);
       child.once("close", handle);
     });
+  }
+
+  private spawnCommand(command: string[]): ChildProcess {
+    const argv = this.functionCgroup ? commandInCgroup(this.functionCgroup, command) : command;
+    return spawn(argv[0], argv.slice(1), {
+      cwd: existsSync(this.taskRoot) ? this.taskRoot : undefined,
+      env: this.runtimeEnv,
+      stdio: ["ignore", "pipe", "pipe"],
+      // Own process group, so a timeout kills the runtime and everything it started.
+      detached: true,
+    });
+  }
+
+  /** The pre-booted runtime, handed the function's environment, when it fits `command`; else undefined (it is killed). */
+  private adoptPreBooted(command: string[]): ChildProcess | undefined {
+    const pre = this.preBooted;
+    this.preBooted = undefined;
+    if (!pre) return undefined;
+    if (
+      pre.child.exitCode === null &&
+      pre.child.signalCode === null &&
+      preBootFits(pre, command, this.runtimeEnv)
+    ) {
+      pre.handOver(this.runtimeEnv);
+      return pre.child;
+    }
+    try {
+      process.kill(-pre.child.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    return undefined;
   }
 
   private kill(proc: RuntimeProcess, restart: boolean): void {

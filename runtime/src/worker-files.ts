@@ -13,6 +13,7 @@ export const WORKER_FILES: string[] = [
   "init-status.js",
   "payload-gc.js",
   "runtime-only-env.js",
+  "sandbox-standby.js",
   "node-client.js",
   "node-client-main.js",
 ];
