@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 // A generic sandbox as a worker runs it (the real emulator-main and Node runtime client as child
 // processes): nothing listens until the agent writes the specialisation; then the function gets
 // its own environment and code, served by the runtime booted ahead of it when that fits, and by a
