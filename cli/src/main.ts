@@ -8,8 +8,10 @@ import { createLogger, setLogDestination } from "@esb/common";
 import { parseDestinations } from "@esb/agent/network/worker-firewall";
 import { parseCredentials } from "@esb/gateway/sigv4-credentials";
 import { credentialsFromEnv, invokeFunction } from "./invoke-command.js";
+import type { LogStoreChoice } from "./log-store.js";
+import { LogsCommandError, logsConnection, runLogsCommand } from "./logs-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
-import { TerminalLogStream } from "./terminal-log.js";
+import { TerminalLogStream, functionLogText } from "./terminal-log.js";
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -79,6 +81,24 @@ export function buildProgram(): Command {
         .choices(["invokeApi", "all"])
         .default("invokeApi"),
     )
+    .option(
+      "--logs-port <port>",
+      "port of the embedded VictoriaLogs on 127.0.0.1 (0: any free port)",
+      portNumber,
+      9428,
+    )
+    .option(
+      "--logs-retention <period>",
+      "how long the embedded VictoriaLogs keeps function logs, e.g. 7d, 4w",
+      "7d",
+    )
+    .addOption(
+      new Option(
+        "--logs-url <url>",
+        "ship function logs to this existing VictoriaLogs instead (credentials: ESB_LOGS_USERNAME, ESB_LOGS_PASSWORD)",
+      ).env("ESB_LOGS_URL"),
+    )
+    .option("--no-logs", "keep no function logs (esb logs then has nothing to read; Tail still works)")
     .addOption(
       new Option(
         "--log-format <format>",
@@ -102,6 +122,10 @@ export function buildProgram(): Command {
         credentials?: string;
         authScope: "invokeApi" | "all";
         logFormat: "human" | "json";
+        logs: boolean;
+        logsPort: number;
+        logsRetention: string;
+        logsUrl?: string;
       }) => {
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
         if (opts.logFormat === "human") {
@@ -142,6 +166,10 @@ export function buildProgram(): Command {
           workerAllowedDestinations: opts.workerAllow,
           credentialsFile: opts.credentials,
           authScope: opts.authScope,
+          logs: logStoreChoice(opts),
+          // Function output on the terminal, one readable line each (the JSON mode prints JSON only).
+          onFunctionLog:
+            opts.logFormat === "human" ? (r) => process.stderr.write(`${functionLogText(r)}\n`) : undefined,
           logger,
           progress,
           onFunctionChange: (f) => {
@@ -237,7 +265,92 @@ export function buildProgram(): Command {
         process.exitCode = 1;
       }
     });
+  program
+    .command("logs")
+    .description(
+      "print a function's logs from the log store (VictoriaLogs) that esb up or the chart ships them to",
+    )
+    .argument("<function>", "function name (namespace/name for another namespace)")
+    .option("-f, --follow", "keep printing new lines (Ctrl-C stops)", false)
+    .option("--since <duration>", "how far back, e.g. 30s, 10m, 2h, 1d", "10m")
+    .option("--request-id <id>", "only the lines of one invocation")
+    .option(
+      "--json",
+      "one JSON object per line (time, message, function, node, worker, stream, requestId…)",
+      false,
+    )
+    .option("--limit <n>", "most lines of history (the newest)", (v: string) => positive(v), 1000)
+    .addOption(
+      new Option(
+        "--logs-url <url>",
+        "VictoriaLogs base URL (default: the one esb up on --state-dir runs)",
+      ).env("ESB_LOGS_URL"),
+    )
+    .option("--state-dir <dir>", "state folder of the esb up whose logs are read", "/var/lib/esb/standalone")
+    .addHelpText(
+      "after",
+      "\nWith --logs-url, ESB_LOGS_USERNAME and ESB_LOGS_PASSWORD give the store's Basic credentials.",
+    )
+    .action(
+      async (
+        name: string,
+        opts: {
+          follow: boolean;
+          since: string;
+          requestId?: string;
+          json: boolean;
+          limit: number;
+          logsUrl?: string;
+          stateDir: string;
+        },
+      ) => {
+        const controller = new AbortController();
+        process.on("SIGINT", () => controller.abort());
+        try {
+          const n = await runLogsCommand({
+            function: name,
+            since: opts.since,
+            requestId: opts.requestId,
+            follow: opts.follow,
+            json: opts.json,
+            limit: opts.limit,
+            connection: logsConnection(opts.logsUrl, opts.stateDir),
+            out: (line) => process.stdout.write(`${line}\n`),
+            signal: controller.signal,
+          });
+          if (n === 0 && !opts.follow)
+            process.stderr.write(`esb logs: no lines of ${name} in the last ${opts.since}\n`);
+        } catch (err) {
+          process.stderr.write(`esb logs: ${(err as Error).message}\n`);
+          process.exit(err instanceof LogsCommandError ? 2 : 1);
+        }
+      },
+    );
   return program;
+}
+
+function positive(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("a whole number, at least 1");
+  return n;
+}
+
+/** `esb up`'s log store from --no-logs, --logs-url and --logs-port. */
+function logStoreChoice(opts: {
+  logs: boolean;
+  logsPort: number;
+  logsRetention: string;
+  logsUrl?: string;
+}): LogStoreChoice {
+  if (!opts.logs) return { kind: "off" };
+  if (opts.logsUrl)
+    return {
+      kind: "external",
+      url: opts.logsUrl,
+      username: process.env.ESB_LOGS_USERNAME || undefined,
+      password: process.env.ESB_LOGS_PASSWORD || undefined,
+    };
+  return { kind: "embedded", port: opts.logsPort, retention: opts.logsRetention };
 }
 
 const invokedDirectly =

@@ -11,6 +11,8 @@ import { FolderFunctionRegistry } from "@esb/gateway/folder-function-registry";
 import { loadGatewayConfig } from "@esb/gateway/gateway-config";
 import { GatewayServer } from "@esb/gateway/gateway-server";
 import { StaticAgentDiscovery } from "@esb/gateway/static-agent-discovery";
+import type { FunctionLogRecord } from "@esb/agent/logs/function-log-records";
+import { LogStore, type LogStoreChoice } from "./log-store.js";
 import { PrivateContainerd } from "./private-containerd.js";
 import { acquireStackLocks, type StackLock } from "./stack-lock.js";
 
@@ -44,6 +46,10 @@ export interface StandaloneOptions {
   logger: Logger;
   /** Progress lines for the user (start-up steps). */
   progress: (line: string) => void;
+  /** Function logs: ESB's own VictoriaLogs (default, loopback), an existing one, or off. */
+  logs?: LogStoreChoice;
+  /** Called with every line a worker writes (esb up's terminal). */
+  onFunctionLog?: (record: FunctionLogRecord) => void;
   /** Called when a function's readiness (Ready condition status or reason) changes. */
   onFunctionChange?: (report: FunctionReport) => void;
 }
@@ -66,6 +72,7 @@ export interface FunctionReport {
 export class StandaloneStack {
   private containerd: PrivateContainerd | undefined;
   private agent: RunningAgent | undefined;
+  private logStore: LogStore | undefined;
   private lock: StackLock | undefined;
   private gateway: GatewayServer | undefined;
   private controller: Controller | undefined;
@@ -97,6 +104,12 @@ export class StandaloneStack {
       progress(`containerd ready (${Date.now() - t} ms), socket ${this.containerd.socketPath}`);
 
       t = Date.now();
+      this.logStore = new LogStore(stateDir, this.options.logs ?? { kind: "embedded", port: 9428 });
+      await this.logStore.start();
+      if (this.logStore.url)
+        progress(`function logs to VictoriaLogs at ${this.logStore.url} (${Date.now() - t} ms)`);
+
+      t = Date.now();
       // Fresh tokens each start, in a file only root reads: the agent's port is on
       // loopback, but any local user could reach it there.
       const tokens = generateAgentTokens();
@@ -118,8 +131,10 @@ export class StandaloneStack {
           WORKER_EGRESS: this.options.workerEgress,
           WORKER_ALLOWED_DESTINATIONS: this.options.workerAllowedDestinations?.join(","),
           ESB_LOG_LEVEL: process.env.ESB_LOG_LEVEL,
+          ...this.logStore.agentEnv(),
         }),
       );
+      if (this.options.onFunctionLog) this.agent.logs.onRecord(this.options.onFunctionLog);
       const agentUrl = `http://127.0.0.1:${this.agent.port}`;
       progress(
         `agent ready (${Date.now() - t} ms) at ${agentUrl}, workers on ${this.options.bridge} ${this.options.subnet}`,
@@ -258,6 +273,9 @@ export class StandaloneStack {
         execFileSync("ip", ["link", "del", this.options.bridge], { stdio: "ignore" });
       });
     }
+    const logStore = this.logStore;
+    this.logStore = undefined;
+    if (logStore) await step("log store", () => logStore.stop());
     const containerd = this.containerd;
     this.containerd = undefined;
     if (containerd) await step("containerd", () => containerd.stop());

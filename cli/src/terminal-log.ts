@@ -65,3 +65,12 @@ export class TerminalLogStream extends Writable {
     done();
   }
 }
+
+/**
+ * A worker's line for `esb up`'s terminal: `hello | <line>`, the function's
+ * name (namespace/name outside `default`) before what the worker wrote.
+ */
+export function functionLogText(record: { function: string; message: string }): string {
+  const name = record.function.startsWith("default/") ? record.function.slice(8) : record.function || "?";
+  return `${name} | ${record.message.replace(/\r$/, "")}`;
+}
