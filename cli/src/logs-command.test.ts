@@ -10,6 +10,7 @@ import { createLogger } from "@esb/common";
 import { FunctionLogRecords } from "@esb/agent/logs/function-log-records";
 import { VictoriaLogsShipper } from "@esb/agent/logs/victoria-logs-shipper";
 import { LogStore, logStoreConnectionFile, readLogStoreConnection } from "./log-store.js";
+import { formatLogLine } from "./logs-command.js";
 import { functionLogText } from "./terminal-log.js";
 
 const log = createLogger("logs-command-test", { level: process.env.ESB_LOG_LEVEL ?? "silent" });
@@ -155,6 +156,15 @@ describe("esb logs (real VictoriaLogs, embedded as esb up runs it)", () => {
     });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain("refused the credentials (HTTP 401)");
+  });
+
+  it("prints times with milliseconds whatever fraction the store returns", () => {
+    const line = { function: "default/a", node: "n", worker: "w", stream: "stdout", message: "m" };
+    expect(formatLogLine({ ...line, time: "2026-12-03T18:54:04.16Z" })).toBe("2026-12-03T18:54:04.160Z m");
+    expect(formatLogLine({ ...line, time: "2026-12-03T18:54:04Z" })).toBe("2026-12-03T18:54:04.000Z m");
+    expect(formatLogLine({ ...line, time: "2026-12-03T18:54:04.123456789Z" })).toBe(
+      "2026-12-03T18:54:04.123Z m",
+    );
   });
 
   it("shows worker lines on esb up's terminal with the function's name", () => {

@@ -62,9 +62,11 @@ export function functionRef(name: string): string {
   return parts.length === 2 ? name : `default/${name}`;
 }
 
-/** One stored line for people: time (ms), then the line as the worker wrote it. */
+/** One stored line for people: UTC time with milliseconds, then the line as the worker wrote it. */
 export function formatLogLine(line: StoredLogLine): string {
-  const time = line.time.length >= 23 ? `${line.time.slice(0, 23)}Z` : line.time;
+  // VictoriaLogs trims trailing zeros of the fraction (…:04.16Z): pad or cut it to three digits.
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/.exec(line.time);
+  const time = m ? `${m[1]}.${(m[2] ?? "").padEnd(3, "0").slice(0, 3)}Z` : line.time;
   return `${time} ${line.message}`;
 }
 
