@@ -1,3 +1,4 @@
+// @esb-test unit
 // Which invocation a worker's line belongs to, as AWS attributes it (no store needed).
 import { describe, it, expect } from "@jest/globals";
 import { compareTimes } from "@esb/common/victoria-logs-query";
