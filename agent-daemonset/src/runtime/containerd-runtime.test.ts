@@ -12,6 +12,7 @@ import {
   testContainerdSocket,
   type TestContainerd,
 } from "../testing/containerd-test-fixture.js";
+import { kernelFreezerStates } from "../testing/kernel-freezer.js";
 import {
   buildTestImage,
   pushTestImage,
@@ -117,7 +118,7 @@ describe.each(containerds)("ContainerdRuntime (real containerd %s)", (containerd
     }
   });
 
-  it("runs a worker whose containerd task pauses and resumes, and a restarted agent adopts it", async () => {
+  it("runs a worker that the agent's freezer pauses and resumes, and a restarted agent adopts it", async () => {
     const img = await buildTestImage("oci");
     const ref = await pushTestImage(registry, `esb-test/rt-${tag}-run`, "v1", img);
     const image = await runtime.prepareImage(ref);
@@ -143,24 +144,26 @@ describe.each(containerds)("ContainerdRuntime (real containerd %s)", (containerd
       path: join(dir, "netns", `esb-${spec.id}`),
     });
 
+    // The agent owns the freezer: containerd keeps reporting the task running, the kernel has it frozen.
     await runtime.pauseWorker(spec.id);
-    expect((await conn.unary(Tasks.method.get, { containerId: spec.id })).process?.status).toBe(
-      Status.PAUSED,
-    );
-    await runtime.resumeWorker(spec.id);
     expect((await conn.unary(Tasks.method.get, { containerId: spec.id })).process?.status).toBe(
       Status.RUNNING,
     );
-    expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
+    expect(await runtime.workerStatus(spec.id)).toBe("paused");
+    for (const p of await kernelFreezerStates(handle.pid!)) expect(p.freezer).toBe("FROZEN");
 
-    // A second runtime (as after an agent restart) lists and adopts the worker, then sees its crash.
+    // A second runtime (as after an agent restart) lists the worker paused from the kernel's
+    // freezer, thaws it, and later sees its crash.
     const adopter = make();
     await adopter.start();
     try {
       const exits: WorkerExit[] = [];
       adopter.onWorkerExit((e) => exits.push(e));
       const listed = (await adopter.listWorkers()).find((w) => w.id === spec.id);
-      expect(listed).toMatchObject({ ip: handle.ip, status: "running", port: 8080 });
+      expect(listed).toMatchObject({ ip: handle.ip, status: "paused", port: 8080 });
+      await adopter.resumeWorker(spec.id);
+      expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
+      expect((await adopter.listWorkers()).find((w) => w.id === spec.id)?.status).toBe("running");
       // SIGKILL: the worker's pid 1 has no SIGTERM handler, and pid 1 ignores unhandled signals.
       await conn.unary(Tasks.method.kill, { containerId: spec.id, signal: 9 });
       const exit = await waitFor("adopted worker exit", () => exits.find((e) => e.id === spec.id));
@@ -168,6 +171,35 @@ describe.each(containerds)("ContainerdRuntime (real containerd %s)", (containerd
     } finally {
       await adopter.close();
     }
+    await runtime.removeWorker(spec.id);
+    const gone = await conn.unary(Tasks.method.get, { containerId: spec.id }).catch((e: unknown) => e);
+    expect(isNotFound(gone)).toBe(true);
+  });
+
+  it("takes over a worker that containerd paused (an agent from before): thawed through containerd, frozen by cgroup", async () => {
+    const img = await buildTestImage("oci");
+    const ref = await pushTestImage(registry, `esb-test/rt-${tag}-legacy`, "v1", img);
+    const spec: WorkerSpec = {
+      id: `rt-${tag}-legacy`,
+      image: await runtime.prepareImage(ref),
+      labels: { [WORKER_LABELS.function]: "default/fn", [WORKER_LABELS.role]: "worker" },
+      env: {},
+      memoryMb: 64,
+      tmpMb: 8,
+    };
+    workers.push(spec.id);
+    const handle = await runtime.startWorker(spec);
+    await waitFor("HTTP", () => httpGet(handle.ip, 8080));
+    await conn.unary(Tasks.method.pause, { containerId: spec.id });
+    expect((await runtime.listWorkers()).find((w) => w.id === spec.id)?.status).toBe("paused");
+    expect((await conn.unary(Tasks.method.get, { containerId: spec.id })).process?.status).toBe(
+      Status.RUNNING,
+    );
+    for (const p of await kernelFreezerStates(handle.pid!)) expect(p.freezer).toBe("FROZEN");
+    await runtime.resumeWorker(spec.id);
+    expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
+    // Frozen again by the agent, then removed: thawed so that the kill takes.
+    await runtime.pauseWorker(spec.id);
     await runtime.removeWorker(spec.id);
     const gone = await conn.unary(Tasks.method.get, { containerId: spec.id }).catch((e: unknown) => e);
     expect(isNotFound(gone)).toBe(true);

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createLogger, type Logger } from "@esb/common";
 import { Containers } from "@esb/common/gen/containerd/services/containers/v1/containers_pb";
@@ -10,10 +9,16 @@ import { ContainerdConnection, isAlreadyExists, isNotFound } from "../containerd
 import { ImageService, type StoredImage } from "../containerd/image-service.js";
 import { buildWorkerSpec, OCI_SPEC_TYPE_URL } from "../containerd/oci-spec.js";
 import type { RegistryCredentials } from "../containerd/registry-client.js";
-import { TaskEventSubscriber, type TaskEvent } from "../containerd/task-event-subscriber.js";
 import { TaskLogPipes } from "../containerd/task-log-pipes.js";
 import type { WorkerNetwork } from "../network/worker-network.js";
 import { WorkerHostResources } from "../sandbox/worker-host-resources.js";
+import { ContainerdExitReporter } from "./containerd-exit-reporter.js";
+import {
+  containerdTaskStatus,
+  removeTaskAndContainer,
+  WorkerRemovalError,
+} from "./containerd-task-removal.js";
+import { ContainerdWorkerFreezer } from "./containerd-worker-freezer.js";
 import { PhaseClock, type StartPhaseListener } from "./start-phases.js";
 import {
   RuntimeUnavailableError,
@@ -36,9 +41,8 @@ export const WORKER_ROLE = "worker";
 /** Port every worker serves on. */
 const WORKER_PORT = 8080;
 const RUNC_RUNTIME = "io.containerd.runc.v2";
-const SIGKILL = 9;
-/** How long removeWorker waits for a killed task to exit. */
-const KILL_WAIT_MS = 15_000;
+
+export { WorkerRemovalError };
 
 /** Options of {@link ContainerdRuntime}. */
 export interface ContainerdRuntimeOptions {
@@ -72,14 +76,8 @@ export interface ContainerdRuntimeOptions {
   connection?: ContainerdConnection;
   /** Told how long each step of every successful worker start took (metrics, bench). */
   onStartPhases?: StartPhaseListener;
-}
-
-/**
- * A worker removal that did not finish: the task or container is still there
- * (the message names the step). Its network is not torn down; removing again retries.
- */
-export class WorkerRemovalError extends Error {
-  override name = "WorkerRemovalError";
+  /** Where the cgroup hierarchies are mounted (the workers' freezer and memory cgroups). Default /sys/fs/cgroup. */
+  cgroupRoot?: string;
 }
 
 /**
@@ -87,6 +85,11 @@ export class WorkerRemovalError extends Error {
  * the agent itself, workers are runc tasks with an OCI spec built by ESB, each in
  * the network namespace the {@link WorkerNetwork} made, and task exits/OOM kills
  * come from containerd's event stream.
+ *
+ * The agent owns its workers' freezer ({@link ContainerdWorkerFreezer}):
+ * pause and resume write the worker's cgroup freezer directly, containerd then
+ * reports a frozen task as running, and this runtime reports it paused from the
+ * kernel's freezer state.
  */
 export class ContainerdRuntime implements Runtime {
   readonly name = "containerd";
@@ -99,12 +102,9 @@ export class ContainerdRuntime implements Runtime {
   private readonly log: Logger;
   private readonly pipes: TaskLogPipes;
   private readonly hostResources: WorkerHostResources;
-  private readonly events: TaskEventSubscriber;
-  private readonly exitListeners = new Set<(e: WorkerExit) => void>();
+  private readonly exits: ContainerdExitReporter;
+  private readonly freezer: ContainerdWorkerFreezer;
   private readonly logListeners = new Set<(l: WorkerLogLine) => void>();
-  /** Workers this runtime started or adopted, whose exits are reported. */
-  private readonly workers = new Set<string>();
-  private readonly oomKilled = new Set<string>();
   /** Workers being removed: a listing meanwhile must not adopt them again. */
   private readonly removing = new Set<string>();
   private readonly onRemovalError: (workerId: string, err: Error) => void;
@@ -129,20 +129,21 @@ export class ContainerdRuntime implements Runtime {
       auth: opts.registryAuth,
       logger: this.log,
     });
-    this.hostResources = new WorkerHostResources(join(opts.stateDir, ".worker-tmp"), this.log);
+    this.hostResources = new WorkerHostResources(
+      join(opts.stateDir, ".worker-tmp"),
+      this.log,
+      opts.cgroupRoot,
+    );
+    this.freezer = new ContainerdWorkerFreezer(
+      this.conn,
+      (id) => this.cgroupOf(id),
+      this.log,
+      opts.cgroupRoot,
+    );
     this.pipes = new TaskLogPipes(opts.stateDir, (line) => {
       for (const l of this.logListeners) l(line);
     });
-    let subscriptions = 0;
-    this.events = new TaskEventSubscriber(
-      this.conn,
-      (e) => void this.onTaskEvent(e),
-      this.log,
-      () => {
-        // After a reconnect, exits may have been missed: look at every worker's task.
-        if (subscriptions++ > 0) void this.reconcileExits();
-      },
-    );
+    this.exits = new ContainerdExitReporter(this.conn, (id) => this.cgroupOf(id), this.log);
   }
 
   async start(): Promise<void> {
@@ -160,12 +161,16 @@ export class ContainerdRuntime implements Runtime {
         cause: err,
       });
     }
-    if (!this.started) this.events.start();
+    if (!this.started) {
+      const freezer = await this.freezer.start();
+      this.log.info({ freezer }, "workers are frozen and thawed through the kernel's cgroup freezer");
+      this.exits.start();
+    }
     this.started = true;
   }
 
   async close(): Promise<void> {
-    this.events.stop();
+    this.exits.stop();
     this.pipes.close();
     this.conn.close();
   }
@@ -200,7 +205,7 @@ export class ContainerdRuntime implements Runtime {
     const { ip, netnsPath } = await this.network.attach(id);
     clock.mark("network");
     try {
-      const host = await this.hostResources.prepare(spec, `${this.cgroupParent}/${id}`);
+      const host = await this.hostResources.prepare(spec, this.cgroupOf(id));
       clock.mark("host-resources");
       const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent, ...host });
       const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: ip };
@@ -221,7 +226,7 @@ export class ContainerdRuntime implements Runtime {
       clock.mark("snapshot");
       const io = await this.pipes.attach(id);
       clock.mark("log-pipes");
-      this.workers.add(id);
+      this.exits.watch(id);
       await this.conn.unary(Tasks.method.create, {
         containerId: id,
         rootfs,
@@ -242,12 +247,14 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  async pauseWorker(id: string): Promise<void> {
-    await this.taskCall(id, () => this.conn.unary(Tasks.method.pause, { containerId: id }));
+  /** Freezes the worker's cgroup (kernel freezer) and resolves once every process of it is frozen. */
+  pauseWorker(id: string): Promise<void> {
+    return this.freezer.pause(id);
   }
 
-  async resumeWorker(id: string): Promise<void> {
-    await this.taskCall(id, () => this.conn.unary(Tasks.method.resume, { containerId: id }));
+  /** Thaws the worker's cgroup: one write to the kernel's freezer, no containerd round trip. */
+  resumeWorker(id: string): Promise<void> {
+    return this.freezer.resume(id);
   }
 
   /**
@@ -260,10 +267,10 @@ export class ContainerdRuntime implements Runtime {
    */
   async removeWorker(id: string): Promise<void> {
     // Exits caused by removal are not crashes: stop reporting this worker first.
-    this.workers.delete(id);
+    this.exits.unwatch(id);
     this.removing.add(id);
     try {
-      await this.removeTaskAndContainer(id);
+      await removeTaskAndContainer(this.conn, id, () => this.freezer.thawIfPresent(id), this.log);
     } catch (err) {
       const failure =
         err instanceof WorkerRemovalError
@@ -285,41 +292,21 @@ export class ContainerdRuntime implements Runtime {
       this.onRemovalError(id, err as Error);
     });
     await this.pipes.remove(id);
-    await this.hostResources.release(id, `${this.cgroupParent}/${id}`).catch((err: unknown) => {
+    await this.hostResources.release(id, this.cgroupOf(id)).catch((err: unknown) => {
       this.log.warn({ id, err: (err as Error).message }, "worker /tmp or cgroup removal failed");
       this.onRemovalError(id, err as Error);
     });
     await this.network.detach(id);
-    this.oomKilled.delete(id);
+    this.exits.forget(id);
   }
 
-  private async removeTaskAndContainer(id: string): Promise<void> {
-    const status = await this.taskStatus(id);
-    if (status !== undefined && status !== Status.STOPPED) {
-      await this.removalStep(id, "kill", () =>
-        this.conn.unary(Tasks.method.kill, { containerId: id, signal: SIGKILL, all: true }),
-      );
-      // A frozen task cannot act on SIGKILL until thawed (cgroup v1 freezer). runc often thaws it
-      // itself to kill it, so "not paused" or "stopped" answers are expected: the wait below decides.
-      if (status === Status.PAUSED || status === Status.PAUSING) {
-        await this.conn
-          .unary(Tasks.method.resume, { containerId: id })
-          .catch((err: unknown) =>
-            this.log.debug({ id, err: (err as Error).message }, "thaw before removal not needed"),
-          );
-      }
-      await this.removalStep(id, "wait for exit", () =>
-        this.conn.unary(Tasks.method.wait, { containerId: id }, { timeoutMs: KILL_WAIT_MS }),
-      );
-    }
-    if (status !== undefined) {
-      await this.removalStep(id, "task delete", () =>
-        this.conn.unary(Tasks.method.delete, { containerId: id }),
-      );
-    }
-    await this.removalStep(id, "container delete", () => this.conn.unary(Containers.method.delete, { id }));
-  }
-
+  /**
+   * Lists the workers (containers with the role label). A task containerd reports
+   * running is "paused" when the kernel's freezer has its cgroup frozen: the
+   * kernel's state counts, not containerd's. Running and paused workers are
+   * adopted (their exits reported, their output forwarded); a task containerd
+   * itself paused is taken over: resumed through containerd, frozen by cgroup.
+   */
   async listWorkers(): Promise<ListedWorker[]> {
     const [{ containers }, { tasks }] = await Promise.all([
       this.conn.unary(Containers.method.list, {
@@ -332,10 +319,15 @@ export class ContainerdRuntime implements Runtime {
     const out: ListedWorker[] = [];
     for (const c of containers) {
       const task = byId.get(c.id);
-      const status = task ? toWorkerStatus(task.status) : "stopped";
+      let status: WorkerStatus = "stopped";
+      if (task) {
+        const paused = task.status === Status.PAUSED || task.status === Status.PAUSING;
+        if (paused && !this.removing.has(c.id)) await this.freezer.takeOver(c.id);
+        status = await this.freezer.status(c.id, task.status);
+      }
       if ((status === "running" || status === "paused") && !this.removing.has(c.id)) {
         // Adopt: report its exit and forward its output from now on.
-        this.workers.add(c.id);
+        this.exits.watch(c.id);
         await this.pipes.reattach(c.id).catch(() => undefined);
       }
       out.push({
@@ -350,9 +342,10 @@ export class ContainerdRuntime implements Runtime {
     return out;
   }
 
+  /** The worker's status: containerd's task status, with the kernel's freezer saying whether a live task is paused. */
   async workerStatus(id: string): Promise<WorkerStatus> {
-    const status = await this.taskStatus(id);
-    if (status !== undefined) return toWorkerStatus(status);
+    const status = await containerdTaskStatus(this.conn, id);
+    if (status !== undefined) return this.freezer.status(id, status);
     try {
       await this.conn.unary(Containers.method.get, { id });
       return "stopped";
@@ -363,17 +356,23 @@ export class ContainerdRuntime implements Runtime {
   }
 
   functionOutOfMemory(id: string): Promise<boolean> {
-    return this.hostResources.functionOomKilled(`${this.cgroupParent}/${id}`);
+    return this.hostResources.functionOomKilled(this.cgroupOf(id));
   }
 
   onWorkerExit(listener: (exit: WorkerExit) => void): () => void {
-    this.exitListeners.add(listener);
-    return () => this.exitListeners.delete(listener);
+    return this.exits.onExit(listener);
   }
 
   onWorkerLog(listener: (line: WorkerLogLine) => void): () => void {
     this.logListeners.add(listener);
     return () => this.logListeners.delete(listener);
+  }
+
+  /** The worker's cgroup path in every hierarchy. */
+  private cgroupOf(id: string): string {
+    // Ids come from startWorker (checked there) or containerd's listing; never a path.
+    if (id.includes("/") || id === "." || id === "..") throw new Error(`invalid worker id "${id}"`);
+    return `${this.cgroupParent}/${id}`;
   }
 
   private async storedImage(ref: string, onProgress?: (p: PullProgress) => void): Promise<StoredImage> {
@@ -392,111 +391,6 @@ export class ContainerdRuntime implements Runtime {
       );
     }
     return job;
-  }
-
-  private async onTaskEvent(e: TaskEvent): Promise<void> {
-    if (e.kind === "oom") {
-      this.oomKilled.add(e.containerId);
-      return;
-    }
-    // Only the init process's exit ends a worker.
-    if (e.execId !== e.containerId || !this.workers.has(e.containerId)) return;
-    this.workers.delete(e.containerId);
-    const oomKilled = this.oomKilled.has(e.containerId) || (await this.cgroupOomKilled(e.containerId));
-    this.emitExit({ id: e.containerId, exitCode: e.exitStatus, oomKilled, at: e.at });
-  }
-
-  private emitExit(exit: WorkerExit): void {
-    this.log.info(exit, "worker exited");
-    for (const l of this.exitListeners) {
-      try {
-        l(exit);
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, "worker exit listener failed");
-      }
-    }
-  }
-
-  /** Reports workers whose task stopped while the event stream was down. */
-  private async reconcileExits(): Promise<void> {
-    for (const id of [...this.workers]) {
-      try {
-        const { process } = await this.conn.unary(Tasks.method.get, { containerId: id });
-        if (process?.status === Status.STOPPED && this.workers.delete(id)) {
-          const oomKilled = this.oomKilled.has(id) || (await this.cgroupOomKilled(id));
-          this.emitExit({ id, exitCode: process.exitStatus, oomKilled, at: new Date() });
-        }
-      } catch (err) {
-        this.log.debug({ id, err: (err as Error).message }, "could not reconcile worker after reconnect");
-      }
-    }
-  }
-
-  /** Reads the worker's memory cgroup for OOM kills (covers a missed or late OOM event). */
-  private async cgroupOomKilled(id: string): Promise<boolean> {
-    const cg = `${this.cgroupParent}/${id}`;
-    const candidates = [
-      [join("/sys/fs/cgroup/memory", cg, "memory.oom_control"), /^oom_kill (\d+)/m],
-      [join("/sys/fs/cgroup", cg, "memory.events"), /^oom_kill (\d+)/m],
-    ] as const;
-    for (const [file, re] of candidates) {
-      try {
-        const m = re.exec(await readFile(file, "utf8"));
-        if (m) return Number(m[1]) > 0;
-      } catch {
-        // not this cgroup layout
-      }
-    }
-    return false;
-  }
-
-  private async taskStatus(id: string): Promise<Status | undefined> {
-    try {
-      const { process } = await this.conn.unary(Tasks.method.get, { containerId: id });
-      return process?.status ?? Status.UNKNOWN;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-  }
-
-  private async taskCall(id: string, fn: () => Promise<unknown>): Promise<void> {
-    try {
-      await fn();
-    } catch (err) {
-      if (isNotFound(err)) throw new Error(`worker ${id} has no running task`, { cause: err });
-      throw err;
-    }
-  }
-
-  /** One step of a removal: "already gone" (NotFound) is done; any other error ends the removal. */
-  private async removalStep(id: string, step: string, call: () => Promise<unknown>): Promise<void> {
-    try {
-      await call();
-    } catch (err) {
-      if (isNotFound(err)) {
-        this.log.debug({ id, step }, "already gone during worker removal");
-        return;
-      }
-      throw new WorkerRemovalError(`worker ${id}: ${step} failed: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-  }
-}
-
-function toWorkerStatus(s: Status): WorkerStatus {
-  switch (s) {
-    case Status.RUNNING:
-      return "running";
-    case Status.PAUSED:
-    case Status.PAUSING:
-      return "paused";
-    case Status.STOPPED:
-    case Status.CREATED:
-      return "stopped";
-    default:
-      return "unknown";
   }
 }
 

@@ -1,5 +1,7 @@
+import { existsSync } from "node:fs";
 import { request } from "node:http";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
+import { kernelFreezerStates, type KernelProcessState } from "../testing/kernel-freezer.js";
 import { buildTestImage, pushTestImage, TEST_WORKER_BODY } from "../testing/test-image.js";
 import {
   ImageUnavailableError,
@@ -198,15 +200,53 @@ export function describeRuntimeConformance(name: string, setup: () => Promise<Co
       });
     });
 
-    it("pauses and resumes a worker", async () => {
+    it("pauses and resumes a worker: the kernel's freezer has it frozen, then thawed", async () => {
       const s = spec();
       const handle = await runtime.startWorker(s);
       await waitFor("worker HTTP", () => httpGet(handle.ip, 8080));
+      expect((await kernelFreezerStates(handle.pid!)).map((p) => p.freezer)).not.toContain("FROZEN");
       await runtime.pauseWorker(s.id);
       expect(await runtime.workerStatus(s.id)).toBe("paused");
       expect((await runtime.listWorkers()).find((w) => w.id === s.id)?.status).toBe("paused");
+      const frozen = await kernelFreezerStates(handle.pid!);
+      expect(frozen.length).toBeGreaterThan(0);
+      for (const p of frozen) expect(p).toMatchObject({ freezer: "FROZEN", state: "D" });
+      // Pausing again is harmless; the worker stays frozen.
+      await runtime.pauseWorker(s.id).catch(() => undefined);
       await runtime.resumeWorker(s.id);
       expect(await runtime.workerStatus(s.id)).toBe("running");
+      for (const p of await kernelFreezerStates(handle.pid!)) expect(p.freezer).toBe("THAWED");
+      expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
+    });
+
+    it("freezes every process of a worker, the function's in its own memory cgroup included", async () => {
+      // The shell moves a child into the function's memory cgroup, as the emulator does with the runtime.
+      const s = spec({
+        memoryMb: 32,
+        platformMemoryMb: 64,
+        args: [
+          "/bin/sh",
+          "-c",
+          `/bin/sh -c 'echo $$ > "$ESB_FUNCTION_CGROUP/cgroup.procs" && exec sleep 100000' & exec /bin/sh /serve.sh`,
+        ],
+      });
+      const handle = await runtime.startWorker(s);
+      await waitFor("worker HTTP", () => httpGet(handle.ip, 8080));
+      const inFunction = (ps: KernelProcessState[]) => ps.filter((p) => p.memoryCgroup.endsWith("/function"));
+      const memoryV1 = existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+      if (memoryV1)
+        await waitFor(
+          "function process",
+          async () => inFunction(await kernelFreezerStates(handle.pid!)).length > 0,
+          10_000,
+        );
+      await runtime.pauseWorker(s.id);
+      const frozen = await kernelFreezerStates(handle.pid!);
+      expect(frozen.length).toBeGreaterThanOrEqual(2);
+      if (memoryV1) expect(inFunction(frozen).length).toBeGreaterThan(0);
+      for (const p of frozen) expect(p).toMatchObject({ freezer: "FROZEN", state: "D" });
+      await runtime.resumeWorker(s.id);
+      for (const p of await kernelFreezerStates(handle.pid!)) expect(p.freezer).toBe("THAWED");
       expect((await httpGet(handle.ip, 8080)).body).toBe(TEST_WORKER_BODY);
     });
 

@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { LambdaClient } from "@aws-sdk/client-lambda";
 import { createLogger, type LambdaFunction } from "@esb/common";
 import { startAgent, type RunningAgent } from "@esb/agent/main";
+import { kernelFreezerStates } from "@esb/agent/testing/kernel-freezer";
 import { generateAgentTokens, staticTokenSource, writeAgentTokensFile } from "@esb/common/agent-credentials";
 import { StaticAgentDirectory } from "@esb/controller/agent-directory";
 import { Controller } from "@esb/controller/controller";
@@ -210,6 +211,18 @@ export class E2eStack {
       if (cols.length >= 3) tasks.set(cols[0], cols[2]);
     }
     return tasks;
+  }
+
+  /**
+   * The kernel's freezer state (FROZEN, FREEZING, THAWED) of task `id`'s cgroup, read from
+   * the kernel (the agent freezes workers through the cgroup freezer; containerd then
+   * lists them RUNNING); undefined when the task has no process.
+   */
+  async taskFreezer(id: string): Promise<string | undefined> {
+    const line = (await this.ctr("tasks", "ls")).split("\n").find((l) => l.trim().split(/\s+/)[0] === id);
+    const pid = Number(line?.trim().split(/\s+/)[1] ?? 0);
+    if (!pid) return undefined;
+    return (await kernelFreezerStates(pid).catch(() => []))[0]?.freezer;
   }
 
   /** Container ids of the namespace (`ctr containers ls -q`). */

@@ -169,13 +169,15 @@ describe("invoke end to end (SDK → gateway → agent → containerd worker)", 
     expect(warm.body.initId).toBe(cold.body.initId);
   });
 
-  it("pauses the idle worker in containerd and thaws it for the next invocation", async () => {
+  it("freezes the idle worker (kernel cgroup freezer) and thaws it for the next invocation", async () => {
     const first = await invoke(lambda, "echo", { n: "before-pause" });
     const workers = stack.agent.agent.listWorkers({ namespace: "default", name: "echo" });
     expect(workers).toHaveLength(1);
     const id = workers[0].workerId;
-    await waitFor(async () => (await stack.tasks()).get(id) === "PAUSED", 30_000, `task ${id} PAUSED`);
+    await waitFor(async () => (await stack.taskFreezer(id)) === "FROZEN", 30_000, `task ${id} FROZEN`);
     expect(await stack.agent.agent.runtime.workerStatus(id)).toBe("paused");
+    // The agent owns the freezer: containerd lists the frozen task as running.
+    expect((await stack.tasks()).get(id)).toBe("RUNNING");
 
     const thawed = await invoke(lambda, "echo", { n: "after-pause" });
     expect(thawed.body).toMatchObject({ ok: true, event: { n: "after-pause" } });

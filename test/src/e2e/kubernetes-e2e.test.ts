@@ -199,7 +199,7 @@ describe("Kubernetes mode end to end (kubectl → apiserver → controller → a
   }, 300_000);
 
   it(
-    "kubectl apply of the hello example → Ready with a warm, paused worker in containerd",
+    "kubectl apply of the hello example → Ready with a warm, frozen worker",
     async () => {
       expectSuccess(await apply(hello), "kubectl apply hello");
       const fn = await waitHelloReady(1);
@@ -233,14 +233,14 @@ describe("Kubernetes mode end to end (kubectl → apiserver → controller → a
         .map((e) => e.reason);
       expect(reasons).toEqual(expect.arrayContaining(["Prepared", "Ready"]));
 
-      // The warm worker is a containerd task, paused once idle past pauseAfterMs.
+      // The warm worker is a containerd task, frozen (kernel cgroup freezer) once idle past pauseAfterMs.
       const workers = helloWorkers();
       expect(workers.length).toBeGreaterThanOrEqual(1);
       for (const w of workers)
         await waitFor(
-          async () => (await stack.tasks()).get(w.workerId) === "PAUSED",
+          async () => (await stack.taskFreezer(w.workerId)) === "FROZEN",
           60_000,
-          `task ${w.workerId} PAUSED`,
+          `task ${w.workerId} FROZEN`,
         );
     },
     READY_TIMEOUT_MS + 120_000,
