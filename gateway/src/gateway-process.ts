@@ -12,6 +12,7 @@ import { GatewayMetrics } from "./gateway-metrics.js";
 import { GatewayServer } from "./gateway-server.js";
 import { KubernetesAgentDiscovery } from "./kubernetes-agent-discovery.js";
 import { KubernetesFunctionRegistry } from "./kubernetes-function-registry.js";
+import { KubernetesFunctionStore } from "./kubernetes-function-store.js";
 import { StaticAgentDiscovery } from "./static-agent-discovery.js";
 
 /**
@@ -63,6 +64,8 @@ export async function runGatewayProcess(gatewayConfig: GatewayConfig, logger: Lo
     metrics,
     agentToken,
     metricsAccess,
+    // The control-plane API writes LambdaFunctions (and code ConfigMaps) in the gateway's namespace.
+    functionStore: config.functionsDir ? undefined : new KubernetesFunctionStore(kube()),
   });
   await server.start();
   let stopping = false;

@@ -17,6 +17,9 @@ import { HttpRouteHandler } from "./http-route-handler.js";
 import { InvocationRecorder } from "./invocation-recorder.js";
 import type { FunctionStatusLookup } from "./function-state.js";
 import { InvokeApiHandler } from "./invoke-api-handler.js";
+import { ControlApiHandler, controlRequestLimit } from "./control-api-handler.js";
+import { FolderFunctionStore } from "./folder-function-store.js";
+import type { FunctionStore } from "./function-store.js";
 import { SigV4Authenticator, type AuthenticatedRequest } from "./sigv4-auth.js";
 import { CredentialStore } from "./sigv4-credentials.js";
 import { WorkerBroker } from "./worker-broker.js";
@@ -48,6 +51,11 @@ export interface GatewayServerOptions {
   functionStatus?: FunctionStatusLookup;
   /** Who may read /metrics; default local callers only. */
   metricsAccess?: MetricsAccess;
+  /**
+   * Where the Lambda control-plane API (CreateFunction, …) writes functions; default: the
+   * functions folder when `config.functionsDir` is set, else none (the API is read-only).
+   */
+  functionStore?: FunctionStore;
 }
 
 /**
@@ -64,6 +72,7 @@ export class GatewayServer {
   private readonly workers = new WorkerHttpClient();
   private readonly broker: WorkerBroker;
   private readonly invokeApi: InvokeApiHandler;
+  private readonly controlApi: ControlApiHandler;
   private readonly routes: HttpRouteHandler;
   private readonly registry: FunctionRegistry;
   private readonly logger: Logger;
@@ -119,6 +128,13 @@ export class GatewayServer {
       recorder,
       config.namespace,
       config,
+      logger,
+    );
+    this.controlApi = new ControlApiHandler(
+      options.functionStore ??
+        (config.functionsDir ? new FolderFunctionStore(config.functionsDir, config.namespace) : undefined),
+      registry,
+      config.namespace,
       logger,
       options.functionStatus,
     );
@@ -209,16 +225,28 @@ export class GatewayServer {
     const lambdaApi = LAMBDA_API_PATH.test(path);
     let signed: AuthenticatedRequest | undefined;
     if (this.auth?.covers(lambdaApi) && !UNSIGNED_PATH.test(path)) {
-      signed = await this.auth.authenticate(req, res, lambdaApi ? "invoke" : "http");
+      signed = await this.auth.authenticate(
+        req,
+        res,
+        lambdaApi ? "invoke" : "http",
+        lambdaApi ? controlRequestLimit(req.method, path) : undefined,
+      );
       if (!signed) return; // refused; the error was sent
+    }
+    if (lambdaApi && this.controlApi.match(req.method, path)) {
+      return this.controlApi.handle(
+        req,
+        res,
+        path,
+        new URLSearchParams(q >= 0 ? url.slice(q + 1) : ""),
+        signed,
+      );
     }
     const fnMatch = FUNCTION_PATH.exec(path);
     if (fnMatch) {
       const query = new URLSearchParams(q >= 0 ? url.slice(q + 1) : "");
       if (fnMatch[2] && req.method === "POST")
         return this.invokeApi.invoke(req, res, fnMatch[1], query, signed);
-      if (!fnMatch[2] && req.method === "GET")
-        return this.invokeApi.getFunction(res, fnMatch[1], query, signed);
     }
     if (req.method === "GET" && path === "/healthz") return text(res, 200, "ok\n");
     if (req.method === "GET" && path === "/readyz") {

@@ -4,7 +4,6 @@ import type { Logger } from "@esb/common";
 import type { EventInvocationQueue } from "./event-invocation-queue.js";
 import type { FunctionInvoker } from "./function-invoker.js";
 import { functionArn, resolveFunctionName, type FunctionKey } from "./function-name.js";
-import { functionStateOf, type FunctionStatusLookup } from "./function-state.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
 import { LambdaApiError } from "./lambda-api-error.js";
@@ -23,8 +22,8 @@ const INVOCATION_TYPES = new Set(["RequestResponse", "Event", "DryRun"]);
 
 /**
  * The Lambda Invoke API, `POST /2015-03-31/functions/{FunctionName}/invocations`
- * (and a minimal `GET /2015-03-31/functions/{FunctionName}`, GetFunction), as the
- * AWS SDKs and CLI speak it:
+ * as the AWS SDKs and CLI speak it (GetFunction and the rest of the control plane:
+ * ControlApiHandler):
  *
  * - `X-Amz-Invocation-Type`: RequestResponse (default) → 200 with the function's
  *   result; Event → 202 once stored (see EventInvocationQueue; a full queue is
@@ -51,7 +50,6 @@ export class InvokeApiHandler {
     private readonly defaultNamespace: string,
     private readonly limits: InvokeApiLimits,
     private readonly logger: Logger,
-    private readonly statusOf?: FunctionStatusLookup,
   ) {}
 
   /** Handles an Invoke call; `rawFunctionName` is the still URL-encoded path segment. */
@@ -174,54 +172,6 @@ export class InvokeApiHandler {
       if (err instanceof LambdaApiError) return fail(err);
       this.logger.error({ err, requestId }, "invoke failed unexpectedly");
       fail(new LambdaApiError("ServiceException", `ESB gateway internal error: ${(err as Error).message}`));
-    }
-  }
-
-  /** GetFunction, minimal: the configuration fields ESB knows. */
-  getFunction(
-    res: ServerResponse,
-    rawFunctionName: string,
-    query: URLSearchParams,
-    signed?: AuthenticatedRequest,
-  ): void {
-    const requestId = randomUUID();
-    try {
-      const key = this.resolve(rawFunctionName, query);
-      const denied = signed?.authorize(
-        key.namespace,
-        "lambda:GetFunction",
-        functionArn(key, signed.caller.region),
-      );
-      if (denied) throw denied;
-      const fn = this.registry.get(key.namespace, key.name);
-      if (!fn)
-        throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
-      const body = JSON.stringify({
-        Configuration: {
-          FunctionName: fn.metadata.name,
-          FunctionArn: functionArn(key),
-          Runtime: fn.spec.runtime,
-          Handler: fn.spec.handler,
-          PackageType: fn.spec.image ? "Image" : "Zip",
-          MemorySize: fn.spec.memorySize ?? 128,
-          Timeout: fn.spec.timeout ?? 3,
-          Version: "$LATEST",
-          ...functionStateOf(this.statusOf?.(key.namespace, key.name) ?? fn),
-          Environment: fn.spec.environment?.variables
-            ? { Variables: fn.spec.environment.variables }
-            : undefined,
-        },
-        Code: fn.spec.image ? { RepositoryType: "ECR", ImageUri: fn.spec.image } : undefined,
-        Concurrency:
-          fn.spec.reservedConcurrency !== undefined
-            ? { ReservedConcurrentExecutions: fn.spec.reservedConcurrency }
-            : undefined,
-      });
-      res.writeHead(200, { "content-type": "application/json", "x-amzn-requestid": requestId });
-      res.end(body);
-    } catch (err) {
-      if (err instanceof LambdaApiError) return err.send(res, requestId);
-      throw err;
     }
   }
 

@@ -7,6 +7,12 @@ export const LAMBDA_ERROR_STATUS = {
   InvalidRequestContentException: 400,
   InvalidParameterValueException: 400,
   RequestTooLargeException: 413,
+  /** CreateFunction/UpdateFunctionCode: the request (the base64 zip) or the zip is over AWS's limit. */
+  RequestEntityTooLargeException: 413,
+  /** A RevisionId that is no longer the function's. */
+  PreconditionFailedException: 412,
+  /** GetProvisionedConcurrencyConfig of a function that has none. */
+  ProvisionedConcurrencyConfigNotFoundException: 404,
   TooManyRequestsException: 429,
   ServiceException: 500,
   UnsupportedMediaTypeException: 415,

@@ -58,11 +58,18 @@ export class SigV4Authenticator {
     req: IncomingMessage,
     res: ServerResponse,
     api: AuthApi,
+    /** A larger body limit for this request (CreateFunction and UpdateFunctionCode carry a zip). */
+    maxBodyBytes?: number,
   ): Promise<AuthenticatedRequest | undefined> {
-    const read = await readRequestBody(req, this.maxBodyBytes);
+    const read = await readRequestBody(req, maxBodyBytes ?? this.maxBodyBytes);
     if (read.tooLarge) {
       // Too large to hash: refused before verification, as AWS refuses it before running anything.
-      if (api === "invoke")
+      if (maxBodyBytes !== undefined)
+        new LambdaApiError(
+          "RequestEntityTooLargeException",
+          `Request must be smaller than ${maxBodyBytes} bytes for the ${/\/code\/?$/.test(req.url?.split("?")[0] ?? "") ? "UpdateFunctionCode" : "CreateFunction"} operation`,
+        ).send(res, randomUUID());
+      else if (api === "invoke")
         new LambdaApiError(
           "RequestTooLargeException",
           `Request must be smaller than ${this.maxBodyBytes} bytes for the InvokeFunction operation`,

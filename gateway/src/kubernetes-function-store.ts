@@ -1,0 +1,197 @@
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { createHash } from "node:crypto";
+import {
+  LAMBDA_FUNCTION_GROUP,
+  LAMBDA_FUNCTION_PLURAL,
+  LAMBDA_FUNCTION_VERSION,
+  type LambdaFunction,
+} from "@esb/common";
+import { readZipCode } from "./function-code-zip.js";
+import type { FunctionStore, StoredCode } from "./function-store.js";
+import { LambdaApiError } from "./lambda-api-error.js";
+
+/** Label of the ConfigMaps that hold a function's uploaded code: the function's name. */
+export const CODE_CONFIGMAP_LABEL = "lambda.esb.dev/code-of";
+/** What a ConfigMap may hold (the API server's limit on data + binaryData). */
+const CONFIGMAP_MAX_BYTES = 1024 * 1024;
+/** ConfigMap keys: the API server's rule. */
+const CONFIGMAP_KEY = /^[-._a-zA-Z0-9]+$/;
+
+/**
+ * {@link FunctionStore} on the Kubernetes API: LambdaFunctions in the gateway's namespace (the
+ * chart's Role lets the gateway create, update and delete LambdaFunctions and ConfigMaps there and
+ * nowhere else), so `kubectl get lf` and the Lambda API always agree. Updates are optimistic
+ * (resourceVersion) and retried on a conflict with another writer.
+ *
+ * Code: a zip is unpacked into a ConfigMap (`binaryData`, one key per file) named after the
+ * function and the zip's hash, which `spec.code.configMap` names; the controller reads it and sends
+ * the files to every node's agent, as for any ConfigMap code. A ConfigMap holds at most 1 MiB and
+ * flat file names, so larger packages or ones with folders are refused here with
+ * InvalidParameterValueException (see docs/lambda-api.md: a store for larger code is future work).
+ */
+export class KubernetesFunctionStore implements FunctionStore {
+  private readonly objects: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+
+  constructor(kubeConfig: KubeConfig) {
+    this.objects = kubeConfig.makeApiClient(CustomObjectsApi);
+    this.core = kubeConfig.makeApiClient(CoreV1Api);
+  }
+
+  async get(namespace: string, name: string): Promise<LambdaFunction | undefined> {
+    try {
+      return (await this.objects.getNamespacedCustomObject({
+        ...this.kind(namespace),
+        name,
+      })) as LambdaFunction;
+    } catch (err) {
+      if (status(err) === 404) return undefined;
+      throw apiError(err, name);
+    }
+  }
+
+  async create(fn: LambdaFunction): Promise<LambdaFunction> {
+    try {
+      return (await this.objects.createNamespacedCustomObject({
+        ...this.kind(fn.metadata.namespace!),
+        body: fn,
+      })) as LambdaFunction;
+    } catch (err) {
+      throw apiError(err, fn.metadata.name);
+    }
+  }
+
+  async update(
+    namespace: string,
+    name: string,
+    change: (current: LambdaFunction) => LambdaFunction,
+  ): Promise<LambdaFunction> {
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.get(namespace, name);
+      if (!current || current.metadata.deletionTimestamp)
+        throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${name}`);
+      const next = change(structuredClone(current));
+      try {
+        return (await this.objects.replaceNamespacedCustomObject({
+          ...this.kind(namespace),
+          name,
+          body: {
+            ...next,
+            metadata: { ...next.metadata, resourceVersion: current.metadata.resourceVersion },
+          },
+        })) as LambdaFunction;
+      } catch (err) {
+        // Someone else (kubectl, another gateway replica) wrote in between: read again and redo.
+        if (status(err) === 409 && attempt < 4) continue;
+        throw apiError(err, name);
+      }
+    }
+  }
+
+  async delete(namespace: string, name: string): Promise<void> {
+    try {
+      await this.objects.deleteNamespacedCustomObject({ ...this.kind(namespace), name });
+    } catch (err) {
+      throw apiError(err, name);
+    }
+  }
+
+  async storeCode(namespace: string, name: string, zip: Buffer): Promise<StoredCode> {
+    const binaryData: Record<string, string> = {};
+    let bytes = 0;
+    const summary = await readZipCode(zip, async (file) => {
+      if (!CONFIGMAP_KEY.test(file.name))
+        throw new LambdaApiError(
+          "InvalidParameterValueException",
+          `Zip entry ${JSON.stringify(file.name)} is in a folder: on Kubernetes, ESB keeps uploaded code in a ConfigMap, whose keys are flat file names (a store for larger code is not available yet)`,
+        );
+      bytes += file.name.length + file.data.length;
+      if (bytes > CONFIGMAP_MAX_BYTES)
+        throw new LambdaApiError(
+          "InvalidParameterValueException",
+          `Unzipped size must be smaller than ${CONFIGMAP_MAX_BYTES} bytes on Kubernetes, where ESB keeps uploaded code in a ConfigMap (a store for larger code is not available yet)`,
+        );
+      binaryData[file.name] = file.data.toString("base64");
+    });
+    const hex = createHash("sha256").update(zip).digest("hex").slice(0, 10);
+    const cmName = `${name.slice(0, 253 - 16)}-code-${hex}`;
+    try {
+      await this.core.createNamespacedConfigMap({
+        namespace,
+        body: {
+          metadata: { name: cmName, labels: { [CODE_CONFIGMAP_LABEL]: labelValue(name) } },
+          binaryData,
+          immutable: true,
+        },
+      });
+    } catch (err) {
+      // Same name = same zip content (the hash is in the name): already stored.
+      if (status(err) !== 409) throw apiError(err, name);
+    }
+    return { code: { configMap: { name: cmName } }, summary };
+  }
+
+  async pruneCode(namespace: string, name: string): Promise<void> {
+    const fn = await this.get(namespace, name);
+    const keep = fn?.spec.code?.configMap?.name;
+    const list = await this.core.listNamespacedConfigMap({
+      namespace,
+      labelSelector: `${CODE_CONFIGMAP_LABEL}=${labelValue(name)}`,
+    });
+    for (const cm of list.items) {
+      const n = cm.metadata?.name;
+      if (!n || n === keep) continue;
+      try {
+        await this.core.deleteNamespacedConfigMap({ namespace, name: n });
+      } catch (err) {
+        if (status(err) !== 404) throw apiError(err, name);
+      }
+    }
+  }
+
+  private kind(namespace: string) {
+    return {
+      group: LAMBDA_FUNCTION_GROUP,
+      version: LAMBDA_FUNCTION_VERSION,
+      plural: LAMBDA_FUNCTION_PLURAL,
+      namespace,
+    };
+  }
+}
+
+/** Label values are at most 63 characters of a restricted set; long names are shortened with a hash. */
+function labelValue(name: string): string {
+  if (name.length <= 63 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) return name;
+  return `${name.slice(0, 40).replace(/[^a-z0-9]+$/, "")}-${createHash("sha256").update(name).digest("hex").slice(0, 16)}`;
+}
+
+function status(err: unknown): number | undefined {
+  const e = err as { code?: number; statusCode?: number };
+  return e?.code ?? e?.statusCode;
+}
+
+/** An API server refusal in the Lambda API's terms. */
+function apiError(err: unknown, name: string): Error {
+  const code = status(err);
+  const message = (err as { body?: unknown }).body;
+  const text = typeof message === "string" ? safeMessage(message) : (err as Error).message;
+  if (code === 404) return new LambdaApiError("ResourceNotFoundException", `Function not found: ${name}`);
+  if (code === 409) return new LambdaApiError("ResourceConflictException", `Function already exist: ${name}`);
+  // Schema and CEL rules of the CRD: the caller's input was invalid.
+  if (code === 422 || code === 400) return new LambdaApiError("InvalidParameterValueException", text);
+  if (code === 403)
+    return new LambdaApiError(
+      "ServiceException",
+      `The gateway's Kubernetes permissions do not allow this: ${text}`,
+    );
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+function safeMessage(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: string };
+    return parsed.message ?? body;
+  } catch {
+    return body;
+  }
+}
