@@ -434,8 +434,7 @@ export class ControlApiOperations {
 
   private configuration(key: FunctionKey, region?: string): Record<string, unknown> {
     const fn = this.found(key);
-    const name = key.namespace === this.namespace ? key.name : `${key.namespace}/${key.name}`;
-    return functionConfiguration(fn, key, this.stateOf(key, fn), region, name);
+    return functionConfiguration(fn, key, this.stateOf(key, fn), region);
   }
 
   /**

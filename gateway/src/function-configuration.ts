@@ -128,22 +128,21 @@ export function newFunction(key: FunctionKey): LambdaFunction {
 
 /**
  * AWS's FunctionConfiguration of `fn`. `stateOf` is the function as the controller last saw it
- * (its Ready condition gives State and LastUpdateStatus); `name` is how the caller names it (a
- * bare name in the gateway's namespace, `namespace/name` elsewhere).
+ * (its Ready condition gives State and LastUpdateStatus). FunctionName is the bare name; the
+ * ARN carries the namespace.
  */
 export function functionConfiguration(
   fn: LambdaFunction,
   key: FunctionKey,
   stateOf: LambdaFunction,
   region?: string,
-  name = key.name,
 ): Record<string, unknown> {
   const ann = fn.metadata.annotations ?? {};
   const s = fn.spec;
   const image = s.image !== undefined;
   const variables = s.environment?.variables;
   return {
-    FunctionName: name,
+    FunctionName: key.name,
     FunctionArn: functionArn(key, region),
     ...(image ? {} : { Runtime: s.runtime, Handler: s.handler }),
     Role: ann[A.role] ?? "arn:aws:iam::000000000000:role/esb",

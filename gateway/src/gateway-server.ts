@@ -269,7 +269,7 @@ export class GatewayServer {
     }
     new LambdaApiError(
       "UnknownOperationException",
-      `Unknown operation: ${req.method} ${path} (ESB serves Invoke at POST /2015-03-31/functions/{FunctionName}/invocations)`,
+      `Unknown operation: ${req.method} ${path} (ESB serves Invoke at POST /2015-03-31/functions/{FunctionName}/invocations and the control-plane operations listed in docs/lambda-api.md)`,
     ).send(res, randomUUID());
   }
 }

@@ -33,7 +33,7 @@ describe("reserved paths", () => {
     ["PUT", "/2015-03-31/functions/echo/invocations"],
     ["POST", "/2015-03-31/functions//invocations"],
     ["POST", "/2015-03-31/functions/echo/invocations/extra"],
-    ["POST", "/2015-03-31/functions"],
+    ["PATCH", "/2015-03-31/functions"],
     ["GET", "/2018-10-31/layers"],
     ["DELETE", "/2021-10-31/functions/echo/url"],
   ])("%s %s is AWS's UnknownOperationException, not the catch-all function", async (method, path) => {
@@ -48,6 +48,23 @@ describe("reserved paths", () => {
     expect(body.Type).toBe("User");
     expect(body.message).toContain(`${method} ${path}`);
   });
+
+  it.each([
+    ["POST", "/2015-03-31/functions"],
+    ["PUT", "/2015-03-31/functions/echo/code"],
+    ["DELETE", "/2015-03-31/functions/echo"],
+  ])(
+    "%s %s (a control-plane write) with gateway auth off is refused, never the catch-all function",
+    async (method, path) => {
+      const res = await fetch(`${harness.endpoint}${path}`, { method, body: "{}" });
+      expect(res.status).toBe(403);
+      expect(res.headers.get("x-amzn-errortype")).toBe("MissingAuthenticationTokenException");
+      expect(((await res.json()) as { message: string }).message).toContain("needs an authenticated caller");
+      // Nothing was changed: the function is still served.
+      const get = await fetch(`${harness.endpoint}/2015-03-31/functions/echo`);
+      expect(get.status).toBe(200);
+    },
+  );
 
   it.each(["/metrics", "/healthz", "/readyz"])(
     "POST %s is 405, never the catch-all function",
