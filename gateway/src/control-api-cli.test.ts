@@ -37,7 +37,7 @@ async function aws(...args: string[]): Promise<Record<string, unknown>> {
     );
     return stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : {};
   } catch (err) {
-    throw new Error(String((err as { stderr?: string }).stderr ?? err));
+    throw new Error(String((err as { stderr?: string }).stderr ?? err), { cause: err });
   }
 }
 
