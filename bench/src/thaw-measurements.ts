@@ -29,6 +29,8 @@ export interface ThawSamples {
   freezerLimit: number[];
   /** Paused by containerd `Tasks.Pause` → `Tasks.Resume` + POST on a new connection → first byte (the old path). */
   containerdResume: number[];
+  /** POST on a new connection → first byte to the same worker while it runs (no thaw): the worker's own answer. */
+  running: number[];
 }
 
 /** Where the bench finds the worker's containerd task and cgroup. */
@@ -67,6 +69,7 @@ export async function measureThawPaths(
     keepAlive: [],
     freezerLimit: [],
     containerdResume: [],
+    running: [],
   };
   const freezer = new CgroupFreezer();
   await freezer.kind();
@@ -137,7 +140,10 @@ export async function measureThawPaths(
       t0 = performance.now();
       await conn.unary(Tasks.method.resume, { containerId: w.workerId });
       const old = await postFirstByte(w.address, t0);
+      const t3 = performance.now();
+      const running = await postFirstByte(w.address, t3);
       if (keep) {
+        out.running.push(running.ms);
         out.containerdResume.push(old.ms);
         progress("thaw", i - warmup, n);
       }

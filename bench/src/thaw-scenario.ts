@@ -23,6 +23,7 @@ export const thawScenario: BenchScenario = {
     "thaw-keepalive",
     "thaw-freezer-limit",
     "thaw-containerd-resume",
+    "thaw-running-post",
     "ratio-thaw-vs-freezer-limit",
     "ratio-containerd-resume-vs-thaw",
   ],
@@ -76,6 +77,11 @@ export const thawScenario: BenchScenario = {
     results.add(
       summarize("thaw-containerd-resume", "ms", s.containerdResume, {
         note: "old path: containerd Tasks.Resume (runc) + POST -> first byte",
+      }),
+    );
+    results.add(
+      summarize("thaw-running-post", "ms", s.running, {
+        note: "POST on a new connection -> first byte to the same worker while it runs (no thaw)",
       }),
     );
     results.ratio("ratio-thaw-vs-freezer-limit", "thaw", "thaw-freezer-limit");
