@@ -256,6 +256,11 @@ function isTestOrBuildFile(name: string): boolean {
   return /\.test\.[mc]?js(\.map)?$/.test(name) || name.endsWith(".tsbuildinfo");
 }
 
+/** A workspace's `testing/` folders hold test support (fixtures, stand-ins): never shipped. */
+function isTestSupportDirectory(name: string, isDirectory: boolean): boolean {
+  return isDirectory && name === "testing";
+}
+
 /**
  * Adds host tree `hostDir` at `imageDir` with normalised modes (directories
  * 0755, files 0755 when executable else 0644, root-owned), symlinks kept,
@@ -679,7 +684,8 @@ async function appLayer(repoRoot: string, packages: ProductionPackages): Promise
       app,
       `${COMPONENT_APP_DIR}/${ws}/dist`,
       join(host, "dist"),
-      (name) => isTypeDeclaration(name) || isTestOrBuildFile(name),
+      (name, isDir) =>
+        isTypeDeclaration(name) || isTestOrBuildFile(name) || isTestSupportDirectory(name, isDir),
     );
   }
   for (const pkg of packages.packages) {

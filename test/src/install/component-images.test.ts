@@ -342,6 +342,29 @@ describe("component images (daemonless OCI layouts)", () => {
     300_000,
   );
 
+  it.each(components)(
+    "%s: the app layer ships no tests and no test support (dist/**/testing)",
+    async (component) => {
+      const image = report.images.find((i) => i.component === component)!;
+      const index = JSON.parse(await readFile(join(image.layoutDir, "index.json"), "utf8")) as {
+        manifests: { digest: string }[];
+      };
+      const manifest = JSON.parse(
+        await readFile(blob(image.layoutDir, index.manifests[0].digest), "utf8"),
+      ) as {
+        layers: { digest: string }[];
+      };
+      // GNU tar recognises a gzip-compressed layer by itself.
+      const appLayer = blob(image.layoutDir, manifest.layers[manifest.layers.length - 1].digest);
+      const { stdout } = await run("tar", ["-tf", appLayer], { maxBuffer: 64 * 1024 * 1024 });
+      const files = stdout.split("\n").filter(Boolean);
+      expect(files).toContain(`app/${expected[component].workspace}/dist/main.js`);
+      // ESB's own workspaces (third-party packages under app/node_modules ship as published).
+      const own = files.filter((f) => !f.startsWith("app/node_modules/"));
+      expect(own.filter((f) => /\/testing\/|\.test\.js$|\.tsbuildinfo$/.test(f))).toEqual([]);
+    },
+  );
+
   it("agent: layers base, Node, CNI plugins, programs, runtime images, app; runtime image blobs stored once", () => {
     const agent = report.images.find((i) => i.component === "agent")!;
     expect(agent.layers.map((l) => l.createdBy.replace(/^esb: /, "").split(" ")[0])).toEqual([
