@@ -5,6 +5,32 @@ import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 
 /**
+ * Writes `<dir>/config.toml` for a containerd of ESB's own: root and state under `dir`, gRPC on
+ * `socketPath` (ttrpc beside it), the CRI plugin off (ESB talks to containerd directly).
+ * Returns the config's path. Also used by test stacks that supervise containerd themselves.
+ */
+export function writePrivateContainerdConfig(dir: string, socketPath: string): string {
+  mkdirSync(join(dir, "root"), { recursive: true });
+  mkdirSync(join(dir, "state"), { recursive: true });
+  const config = join(dir, "config.toml");
+  writeFileSync(
+    config,
+    [
+      "version = 2",
+      `root = "${join(dir, "root")}"`,
+      `state = "${join(dir, "state")}"`,
+      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      "[grpc]",
+      `  address = "${socketPath}"`,
+      "[ttrpc]",
+      `  address = "${socketPath}.ttrpc"`,
+      "",
+    ].join("\n"),
+  );
+  return config;
+}
+
+/**
  * A containerd daemon of ESB's own, with its root, state and socket under one
  * folder, so `esb up` never depends on (or disturbs) a system containerd.
  * The daemon runs in its own process group and is stopped by {@link stop}.
@@ -22,24 +48,7 @@ export class PrivateContainerd {
 
   /** Starts containerd and resolves once its socket accepts connections (at most `timeoutMs`). */
   async start(timeoutMs = 30_000): Promise<void> {
-    mkdirSync(join(this.dir, "root"), { recursive: true });
-    mkdirSync(join(this.dir, "state"), { recursive: true });
-    const config = join(this.dir, "config.toml");
-    writeFileSync(
-      config,
-      [
-        "version = 2",
-        `root = "${join(this.dir, "root")}"`,
-        `state = "${join(this.dir, "state")}"`,
-        // ESB talks to containerd directly; the CRI plugin is not needed.
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-        "[grpc]",
-        `  address = "${this.socketPath}"`,
-        "[ttrpc]",
-        `  address = "${this.socketPath}.ttrpc"`,
-        "",
-      ].join("\n"),
-    );
+    const config = writePrivateContainerdConfig(this.dir, this.socketPath);
     this.stopLeftover();
     const log = createWriteStream(join(this.dir, "containerd.log"), { flags: "a" });
     const child = spawn("containerd", ["--config", config], {

@@ -22,6 +22,7 @@ import {
   writeAgentTokensFile,
 } from "@esb/common/agent-credentials";
 import { AgentService, type WorkerInfo } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { writePrivateContainerdConfig } from "@esb/cli";
 import { Controller, FolderFunctionSource, StaticAgentDirectory } from "@esb/controller";
 import { stringify } from "yaml";
 import { DaemonProcess, freePort, httpOk, socketAccepts } from "./daemon-process.js";
@@ -89,15 +90,7 @@ export class ChaosStack {
   /** Starts every component and waits until the function is Ready and the recorder listens. */
   async up(): Promise<void> {
     const { progress } = this.options;
-    for (const d of [
-      "containerd/root",
-      "containerd/state",
-      "agent",
-      "gateway",
-      "functions",
-      "netns",
-      "cni",
-    ]) {
+    for (const d of ["agent", "gateway", "functions", "netns", "cni"]) {
       mkdirSync(join(this.dir, d), { recursive: true });
     }
     this.containerd = this.containerdProcess();
@@ -250,21 +243,7 @@ export class ChaosStack {
 
   private containerdProcess(): DaemonProcess {
     const root = join(this.dir, "containerd");
-    const config = join(root, "config.toml");
-    writeFileSync(
-      config,
-      [
-        "version = 2",
-        `root = "${join(root, "root")}"`,
-        `state = "${join(root, "state")}"`,
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-        "[grpc]",
-        `  address = "${this.containerdSocket}"`,
-        "[ttrpc]",
-        `  address = "${this.containerdSocket}.ttrpc"`,
-        "",
-      ].join("\n"),
-    );
+    const config = writePrivateContainerdConfig(root, this.containerdSocket);
     return new DaemonProcess({
       name: "containerd",
       command: "containerd",
