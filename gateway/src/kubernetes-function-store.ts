@@ -133,7 +133,8 @@ export class KubernetesFunctionStore implements FunctionStore {
 
   async pruneCode(namespace: string, name: string): Promise<void> {
     const fn = await this.get(namespace, name);
-    const keep = fn?.spec.code?.configMap?.name;
+    // A function being deleted (the controller's finalizer still runs) needs its code no more.
+    const keep = fn?.metadata.deletionTimestamp ? undefined : fn?.spec.code?.configMap?.name;
     const list = await this.core.listNamespacedConfigMap({
       namespace,
       labelSelector: `${CODE_CONFIGMAP_LABEL}=${labelValue(name)}`,

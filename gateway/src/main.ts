@@ -49,7 +49,9 @@ Environment:
   GATEWAY_EVENT_MAX_AGE_SECONDS  oldest Event still run, 60-21600 (default 21600)
   GATEWAY_CREDENTIALS_FILE    YAML/JSON file of access keys (accessKeyId, secretAccessKey,
                               namespaces); set: callers must sign with AWS SigV4 and may
-                              only invoke their keys' namespaces (default: unset, no auth)
+                              only invoke their keys' namespaces (default: unset, no auth);
+                              the control-plane API (CreateFunction, …) writes only for
+                              verified callers, so it needs this too
   GATEWAY_AUTH_SCOPE          what must be signed: invokeApi (the Lambda API, default) or
                               all (HTTP routes too, signed for service execute-api)
   GATEWAY_CREDENTIALS_RELOAD_MS  how often the credentials file is re-read (default 5000)
