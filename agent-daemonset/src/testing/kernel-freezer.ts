@@ -6,8 +6,14 @@ export interface KernelProcessState {
   pid: number;
   /** Freezer state of the process's freezer cgroup: FROZEN, FREEZING or THAWED. */
   freezer: string;
-  /** `State:` letter of /proc/<pid>/status (a frozen task shows D). */
+  /** `State:` letter of /proc/<pid>/status (a frozen task shows D under the v1 freezer, S under v2's). */
   state: string;
+  /**
+   * The letter every frozen task shows under this host's freezer: D (cgroup v1); undefined
+   * on cgroup v2, whose frozen tasks show S, though one sometimes read R right after a freeze
+   * in the freezer's tests (its cgroup.events `frozen 1`, read into `freezer`, is what counts).
+   */
+  frozenState?: "D";
   /** The process's memory cgroup (cgroup v1), e.g. `/esb/<id>/function`; "" on cgroup v2. */
   memoryCgroup: string;
 }
@@ -56,7 +62,13 @@ export async function kernelFreezerStates(initPid: number): Promise<KernelProces
     }
     const status = await readFile(`/proc/${pid}/status`, "utf8");
     const memory = cg.v1 ? ((await cgroupOf(pid, "memory"))?.path ?? "") : "";
-    out.push({ pid, freezer, state: /^State:\s+(\S)/m.exec(status)?.[1] ?? "?", memoryCgroup: memory });
+    out.push({
+      pid,
+      freezer,
+      state: /^State:\s+(\S)/m.exec(status)?.[1] ?? "?",
+      frozenState: cg.v1 ? "D" : undefined,
+      memoryCgroup: memory,
+    });
   }
   return out;
 }
