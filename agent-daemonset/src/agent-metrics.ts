@@ -49,8 +49,8 @@ export class AgentMetrics {
     });
     this.thawSeconds = new Histogram({
       name: "esb_agent_thaw_seconds",
-      help: "Time to resume a paused worker.",
-      buckets: [0.001, 0.002, 0.005, 0.01, 0.012, 0.02, 0.05, 0.1, 0.5],
+      help: "Time to resume a paused worker (the agent's part: pool and freezer write).",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
       registers,
     });
     this.pauses = new Counter({

@@ -74,14 +74,14 @@ describe("WorkerPool on containerd", () => {
     return p;
   }
 
-  it("cold-starts a worker, pauses it after release (containerd: PAUSED), and thaws the same container", async () => {
+  it("cold-starts a worker, pauses (freezes) it after release, and thaws the same container", async () => {
     const events: PoolEvent[] = [];
     const p = pool("thaw", {}, events);
     const a = await p.acquire({ holderId: "gw" });
     expect(a.startKind).toBe("cold");
     expect(await getWorker(a.address)).toBe(TEST_WORKER_BODY);
     await p.release(a.workerId, a.leaseId, "success");
-    await until(async () => (await rt.workerStatus(a.workerId)) === "paused", "task PAUSED in containerd");
+    await until(async () => (await rt.workerStatus(a.workerId)) === "paused", "worker frozen");
     expect(p.counts().paused).toBe(1);
 
     const b = await p.acquire({ holderId: "gw" });

@@ -261,7 +261,8 @@ export class WorkerPool {
       if (paused) {
         this.transition(paused, "busy");
         const leaseId = this.grantLease(paused, opts);
-        const t0 = Date.now();
+        // performance.now(): a thaw by the cgroup freezer takes well under a millisecond.
+        const t0 = performance.now();
         try {
           await this.op(paused, () => this.runtime.resumeWorker(paused.id));
         } catch (err) {
@@ -274,7 +275,7 @@ export class WorkerPool {
           void this.giveBack(paused);
           this.throwIfCancelled(opts);
         }
-        this.onEvent({ type: "thawed", function: this.functionKey, durationMs: Date.now() - t0 });
+        this.onEvent({ type: "thawed", function: this.functionKey, durationMs: performance.now() - t0 });
         return this.handOut(paused, "thawed", started);
       }
       const idle = this.pick("idle");
