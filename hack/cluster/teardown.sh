@@ -20,7 +20,9 @@ stop_proc() { # name...: SIGTERM to all at once, then SIGKILL whatever still run
 }
 
 # Every task in the cluster's containerd (pods in k8s.io, ESB's workers in esb):
-# thawed (a frozen task ignores SIGKILL), killed and deleted with its container.
+# thawed (a frozen task ignores SIGKILL), killed and deleted with its container. `tasks
+# resume` thaws tasks containerd paused; the agent freezes its workers by cgroup (containerd
+# lists them RUNNING, resume refuses) and `kill -a` thaws those: runc freezes, signals, thaws.
 remove_containers() { # socket
   local c="ctr --address $1" ns t
   $c version >/dev/null 2>&1 || return 0
