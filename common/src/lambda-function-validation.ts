@@ -238,6 +238,11 @@ export function validateLambdaFunctionSpec(spec: Record<string, unknown>): strin
         const cm = code.configMap;
         if (!isObject(cm) || typeof cm.name !== "string" || cm.name === "")
           errors.push("spec.code.configMap.name is required");
+        else if (
+          cm.zipKey !== undefined &&
+          (typeof cm.zipKey !== "string" || !/^[-._a-zA-Z0-9]{1,253}$/.test(cm.zipKey))
+        )
+          errors.push("spec.code.configMap.zipKey must be a ConfigMap key (letters, digits, '-', '_', '.')");
       }
       if (code.inline !== undefined && checkStringMap(errors, code.inline, "spec.code.inline")) {
         if (!Object.keys(code.inline).every(isValidCodeFileName))

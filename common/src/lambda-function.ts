@@ -24,8 +24,11 @@ export type ManagedRuntime = (typeof MANAGED_RUNTIMES)[number];
 
 /** Where a managed-runtime function's code comes from (exactly one field). */
 export interface FunctionCodeSource {
-  /** A ConfigMap in the function's namespace; each key is a file under /var/task. */
-  configMap?: { name: string };
+  /**
+   * A ConfigMap in the function's namespace; each key is a file under /var/task, or, with
+   * `zipKey`, that key's binary value is a zip of the code (unpacked by the controller).
+   */
+  configMap?: { name: string; zipKey?: string };
   /** Files given inline: file name (relative to /var/task) → content. */
   inline?: Record<string, string>;
   /** A folder on the machine running ESB (standalone mode only). */

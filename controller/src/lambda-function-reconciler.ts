@@ -11,6 +11,7 @@ import {
   type ResolvedFunctionCode,
 } from "@esb/common";
 import { AgentService } from "@esb/common/gen/esb/agent/v1/agent_pb";
+import { unzipConfigMapCode } from "./configmap-zip-code.js";
 import type { AgentDirectory, AgentEndpoint } from "./agent-directory.js";
 import { WORKERS_FINALIZER, functionKey, parseFunctionKey, type FunctionSource } from "./function-source.js";
 import { CONDITION_ROUTES_ACCEPTED, routesCondition } from "./route-status.js";
@@ -486,6 +487,8 @@ export class LambdaFunctionReconciler {
         reason: "ConfigMapNotFound",
         message: `ConfigMap ${ns}/${name} (spec.code.configMap) not found`,
       };
+    const zipKey = code.configMap!.zipKey;
+    if (zipKey !== undefined) return unzipConfigMapCode(ns, name, zipKey, files);
     const keys = Object.keys(files);
     if (keys.length === 0)
       return {

@@ -14,8 +14,8 @@ import { LambdaApiError } from "./lambda-api-error.js";
 export const CODE_CONFIGMAP_LABEL = "lambda.esb.dev/code-of";
 /** What a ConfigMap may hold (the API server's limit on data + binaryData). */
 const CONFIGMAP_MAX_BYTES = 1024 * 1024;
-/** ConfigMap keys: the API server's rule. */
-const CONFIGMAP_KEY = /^[-._a-zA-Z0-9]+$/;
+/** The key of a code ConfigMap that holds the zip (`spec.code.configMap.zipKey`). */
+const CODE_ZIP_KEY = "code.zip";
 
 /**
  * {@link FunctionStore} on the Kubernetes API: LambdaFunctions in the gateway's namespace (the
@@ -23,11 +23,12 @@ const CONFIGMAP_KEY = /^[-._a-zA-Z0-9]+$/;
  * nowhere else), so `kubectl get lf` and the Lambda API always agree. Updates are optimistic
  * (resourceVersion) and retried on a conflict with another writer.
  *
- * Code: a zip is unpacked into a ConfigMap (`binaryData`, one key per file) named after the
- * function and the zip's hash, which `spec.code.configMap` names; the controller reads it and sends
- * the files to every node's agent, as for any ConfigMap code. A ConfigMap holds at most 1 MiB and
- * flat file names, so larger packages or ones with folders are refused here with
- * InvalidParameterValueException (see docs/lambda-api.md: a store for larger code is future work).
+ * Code: the zip (checked first) is kept as is in an immutable ConfigMap named after the function
+ * and the zip's hash (`binaryData` key `code.zip`), which `spec.code.configMap` names with
+ * `zipKey`; the controller unpacks it with the same reader and sends the files to every node's
+ * agent, as for any ConfigMap code, so every node gets the code through the API server. A
+ * ConfigMap holds at most 1 MiB: a larger zip is refused with InvalidParameterValueException (a
+ * store for larger code is future work: docs/lambda-api.md).
  */
 export class KubernetesFunctionStore implements FunctionStore {
   private readonly objects: CustomObjectsApi;
@@ -97,22 +98,13 @@ export class KubernetesFunctionStore implements FunctionStore {
   }
 
   async storeCode(namespace: string, name: string, zip: Buffer): Promise<StoredCode> {
-    const binaryData: Record<string, string> = {};
-    let bytes = 0;
-    const summary = await readZipCode(zip, async (file) => {
-      if (!CONFIGMAP_KEY.test(file.name))
-        throw new LambdaApiError(
-          "InvalidParameterValueException",
-          `Zip entry ${JSON.stringify(file.name)} is in a folder: on Kubernetes, ESB keeps uploaded code in a ConfigMap, whose keys are flat file names (a store for larger code is not available yet)`,
-        );
-      bytes += file.name.length + file.data.length;
-      if (bytes > CONFIGMAP_MAX_BYTES)
-        throw new LambdaApiError(
-          "InvalidParameterValueException",
-          `Unzipped size must be smaller than ${CONFIGMAP_MAX_BYTES} bytes on Kubernetes, where ESB keeps uploaded code in a ConfigMap (a store for larger code is not available yet)`,
-        );
-      binaryData[file.name] = file.data.toString("base64");
-    });
+    // Checked here (names, limits) so that a bad zip is the caller's error, not a Failed function.
+    const summary = await readZipCode(zip, async () => {});
+    if (zip.length + CODE_ZIP_KEY.length > CONFIGMAP_MAX_BYTES)
+      throw new LambdaApiError(
+        "InvalidParameterValueException",
+        `The zip has ${zip.length} bytes; on Kubernetes, ESB keeps an uploaded zip in a ConfigMap, which holds at most ${CONFIGMAP_MAX_BYTES} bytes (a store for larger code is not available yet; docs/lambda-api.md)`,
+      );
     const hex = createHash("sha256").update(zip).digest("hex").slice(0, 10);
     const cmName = `${name.slice(0, 253 - 16)}-code-${hex}`;
     try {
@@ -120,7 +112,7 @@ export class KubernetesFunctionStore implements FunctionStore {
         namespace,
         body: {
           metadata: { name: cmName, labels: { [CODE_CONFIGMAP_LABEL]: labelValue(name) } },
-          binaryData,
+          binaryData: { [CODE_ZIP_KEY]: zip.toString("base64") },
           immutable: true,
         },
       });
@@ -128,7 +120,7 @@ export class KubernetesFunctionStore implements FunctionStore {
       // Same name = same zip content (the hash is in the name): already stored.
       if (status(err) !== 409) throw apiError(err, name);
     }
-    return { code: { configMap: { name: cmName } }, summary };
+    return { code: { configMap: { name: cmName, zipKey: CODE_ZIP_KEY } }, summary };
   }
 
   async pruneCode(namespace: string, name: string): Promise<void> {
