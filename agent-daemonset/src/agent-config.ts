@@ -9,6 +9,7 @@ import {
   logShippingConfig,
   type LogShippingConfig,
 } from "./logs/log-shipping-config.js";
+import { WORKER_AWS_ENV_HELP, loadWorkerAwsEnv, type WorkerAwsEnv } from "./worker-aws-env.js";
 
 /** The agent's configuration, read from the environment by {@link loadAgentConfig}. */
 export interface AgentConfig {
@@ -68,6 +69,8 @@ export interface AgentConfig {
   metricsAuth?: MetricsAuthMode;
   /** Where worker output is shipped (VictoriaLogs); undefined = not shipped. */
   logs?: LogShippingConfig;
+  /** Data-service endpoints and credentials injected into workers (WORKER_AWS_*); undefined = none. */
+  workerAws?: WorkerAwsEnv;
 }
 
 /** Default of {@link AgentConfig.resyncSeconds}. */
@@ -154,6 +157,7 @@ export const AGENT_ENV_HELP: [string, string][] = [
     "comma-separated IPv4 CIDRs workers must not reach besides private ranges (e.g. a public API server)",
   ],
   ...LOG_SHIPPING_ENV_HELP,
+  ...WORKER_AWS_ENV_HELP,
 ];
 
 function port(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
@@ -277,6 +281,7 @@ export function loadAgentConfig(
     runtimeImage: env.RUNTIME_IMAGE || undefined,
     runtimeImagesDir,
     logs: configOrError(() => logShippingConfig(env)),
+    workerAws: configOrError(() => loadWorkerAwsEnv(env)),
   };
 }
 

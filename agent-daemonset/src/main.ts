@@ -143,6 +143,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     network,
     stateDir: config.stateDir,
     region: config.region,
+    workerAws: config.workerAws,
     memoryCapacityMb: config.memoryCapacityMb,
     maxConcurrentStarts: config.maxConcurrentStarts,
     imageResolver: createRuntimeImageResolver(config, log),

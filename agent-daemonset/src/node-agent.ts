@@ -29,6 +29,7 @@ import { writeWorkerResolvConf } from "./network/worker-resolv-conf.js";
 import { checkWorkerInit } from "./pool/worker-init-check.js";
 import { StagedCodeStore } from "./code-staging.js";
 import { PLATFORM_MEMORY_MB } from "./sandbox/function-memory.js";
+import type { WorkerAwsEnv } from "./worker-aws-env.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -49,6 +50,8 @@ export interface NodeAgentOptions {
   stateDir: string;
   /** AWS_REGION / AWS_DEFAULT_REGION seen by workers. Default `us-east-1`. */
   region?: string;
+  /** Data-service endpoints (defaults under the function's variables) and credentials (reserved) of workers. */
+  workerAws?: WorkerAwsEnv;
   /** Memory the node offers to workers. Default: the machine's total memory. */
   memoryCapacityMb?: number;
   /** Most workers starting at once on this node (default: the CPU count, at least 2). */
@@ -132,6 +135,7 @@ export class NodeAgent {
   private readonly network?: WorkerNetwork;
   private readonly stateDir: string;
   private readonly region: string;
+  private readonly workerAws?: WorkerAwsEnv;
   readonly memoryCapacityMb: number;
   private readonly imageResolver?: FunctionImageResolver;
   private readonly leaseGraceMs: number;
@@ -160,6 +164,7 @@ export class NodeAgent {
     this.network = opts.network;
     this.stateDir = opts.stateDir;
     this.region = opts.region ?? "us-east-1";
+    this.workerAws = opts.workerAws;
     this.memoryCapacityMb = opts.memoryCapacityMb ?? Math.floor(totalmem() / 1024 / 1024);
     this.imageResolver = opts.imageResolver;
     this.leaseGraceMs = opts.leaseGraceMs ?? 30_000;
@@ -437,7 +442,7 @@ export class NodeAgent {
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
     env.TZ = ":UTC";
-    Object.assign(env, spec.environment);
+    Object.assign(env, this.workerAws?.endpoints, spec.environment);
     const name = spec.ref?.name ?? "";
     const day = new Date().toISOString().slice(0, 10).replaceAll("-", "/");
     const reserved: Record<string, string> = {
@@ -455,6 +460,7 @@ export class NodeAgent {
       LAMBDA_RUNTIME_DIR: "/var/runtime",
       AWS_LAMBDA_RUNTIME_API: "127.0.0.1:9001",
     };
+    Object.assign(reserved, this.workerAws?.credentials);
     if (spec.handler) reserved._HANDLER = spec.handler;
     if (spec.runtime) reserved.AWS_EXECUTION_ENV = `AWS_Lambda_${spec.runtime}`;
     return Object.assign(env, reserved);
