@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { AWS_SDK_PACKAGES } from "./aws-sdk-layer.js";
 import { findNodeBinary } from "./node-binary.js";
 import { blobPath } from "./oci-image-writer.js";
 import type { ImageConfig, ImageManifest } from "./oci-types.js";
@@ -38,9 +39,9 @@ function layerListing(layoutDir: string, digest: string): string {
 }
 
 describe("runtime images", () => {
-  it("builds nodejs24.x with the Lambda layout, busybox, Node and its libraries, and the worker files", async () => {
+  it("builds nodejs24.x with the Lambda layout, busybox, Node and its libraries, the AWS SDK and the worker files", async () => {
     expect(image.cached).toBe(false);
-    expect(image.layers).toHaveLength(3);
+    expect(image.layers).toHaveLength(4);
     const config = JSON.parse(
       execFileSync("cat", [blobPath(image.layoutDir, image.config.digest)], { encoding: "utf8" }),
     ) as ImageConfig;
@@ -74,7 +75,14 @@ describe("runtime images", () => {
     expect(node).toMatch(/ lib64\/ld-linux-x86-64\.so\.2\n/);
     expect(node).toMatch(/libc\.so\.6\n/);
     expect(node).toMatch(/libstdc\+\+\.so\.6\n/);
-    const worker = layerListing(image.layoutDir, image.layers[2].digest);
+    // The AWS SDK v3 where AWS's runtimes have it, and the link ESM resolution finds it through.
+    const sdk = layerListing(image.layoutDir, image.layers[2].digest);
+    expect(sdk).toMatch(/ var\/node_modules -> runtime\/node_modules\n/);
+    for (const pkg of AWS_SDK_PACKAGES)
+      expect(sdk).toContain(` var/runtime/node_modules/${pkg}/package.json\n`);
+    expect(sdk).toContain(" var/runtime/node_modules/@smithy/core/package.json\n");
+    expect(sdk).not.toMatch(/\.d\.ts\n|\.map\n/);
+    const worker = layerListing(image.layoutDir, image.layers[3].digest);
     for (const f of [
       "emulator-main.js",
       "emulator.js",
@@ -105,6 +113,7 @@ describe("runtime images", () => {
     expect(paths).toContain("var/lang/bin/node");
     expect(paths).toContain("var/runtime/esb/emulator-main.js");
     expect(paths).not.toContain("var/runtime/bootstrap");
+    expect(paths).not.toContain("var/runtime/node_modules/@aws-sdk/client-s3/package.json");
     expect(plan.config.Env?.some((e) => e.startsWith("AWS_EXECUTION_ENV="))).toBe(false);
   });
 
@@ -120,7 +129,7 @@ describe("runtime images", () => {
     const repository = `esb-test/runtime-${randomBytes(4).toString("hex")}/nodejs24.x`;
     const pushed = await client.pushImage(image.layoutDir, { repository, tag: image.tag });
     expect(pushed.digest).toBe(image.manifest.digest);
-    expect(pushed.uploaded).toHaveLength(4);
+    expect(pushed.uploaded).toHaveLength(5);
     const fetched = await client.getManifest(repository, image.tag);
     expect(fetched.digest).toBe(image.manifest.digest);
     const manifest = JSON.parse(fetched.body.toString("utf8")) as ImageManifest;
@@ -141,9 +150,9 @@ describe("runtime images", () => {
       },
       env: ["_HANDLER=index.handler", "TZ=:Europe/Paris"],
     });
-    expect(fn.layers.slice(0, 3)).toEqual(image.layers);
-    expect(fn.layers).toHaveLength(4);
-    const code = layerListing(fn.layoutDir, fn.layers[3].digest);
+    expect(fn.layers.slice(0, 4)).toEqual(image.layers);
+    expect(fn.layers).toHaveLength(5);
+    const code = layerListing(fn.layoutDir, fn.layers[4].digest);
     expect(code).toMatch(/-rw-r--r-- 0\/0 .* var\/task\/index\.js\n/);
     expect(code).toContain(" var/task/lib/util.js\n");
     const config = JSON.parse(
@@ -152,8 +161,8 @@ describe("runtime images", () => {
     expect(config.config.Env).toContain("_HANDLER=index.handler");
     expect(config.config.Env).toContain("TZ=:Europe/Paris");
     expect(config.config.Env).not.toContain("TZ=:UTC");
-    expect(config.rootfs.diff_ids).toHaveLength(4);
-    expect(config.history).toHaveLength(4);
+    expect(config.rootfs.diff_ids).toHaveLength(5);
+    expect(config.history).toHaveLength(5);
     await expect(
       buildFunctionImage({ baseLayout: image.layoutDir, outDir: join(dir, "bad") }),
     ).rejects.toThrow("exactly one of codeDir or files");

@@ -5,6 +5,7 @@ import { stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { awsSdkLayer } from "./aws-sdk-layer.js";
 import { LayerBuilder } from "./layer-builder.js";
 import { findNodeBinary, sharedLibraries } from "./node-binary.js";
 import {
@@ -133,6 +134,8 @@ export interface RuntimeImageOptions extends LayerWriteOptions {
   busybox?: string;
   /** CA bundle copied to /etc/ssl/certs/ca-certificates.crt when it exists (default the host's). */
   caBundle?: string;
+  /** The AWS SDK layer of nodejs runtimes (see aws-sdk-layer.ts); default true, ignored for `provided`. */
+  awsSdk?: boolean;
 }
 
 /** A runtime or function image in an OCI layout. */
@@ -210,8 +213,13 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
   const layers = [
     { builder: base, createdBy: "esb: Lambda filesystem layout, busybox" },
     { builder: node, createdBy: `esb: Node.js ${major} and its shared libraries` },
-    { builder: worker, createdBy: "esb: Runtime Interface Emulator and runtime client" },
   ];
+  if (runtime !== "provided" && options.awsSdk !== false) {
+    const sdk = await awsSdkLayer();
+    const s3 = sdk.packages.find((p) => p.name === "@aws-sdk/client-s3");
+    layers.push({ builder: sdk.builder, createdBy: `esb: AWS SDK for JavaScript ${s3?.version ?? "v3"}` });
+  }
+  layers.push({ builder: worker, createdBy: "esb: Runtime Interface Emulator and runtime client" });
   const fingerprint = await fingerprintOf(
     {
       version: BUILDER_VERSION,
@@ -229,10 +237,11 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
 /**
  * Builds the runtime image `options.runtime` as an OCI layout in `outDir`
  * (tag: the first 12 hex digits of the fingerprint; name
- * {@link runtimeImageName}). Three layers: the Lambda filesystem
+ * {@link runtimeImageName}). Layers: the Lambda filesystem
  * (/var/task, /var/runtime, /opt, /tmp 1777, /etc/passwd with sbx_user1051
  * 993:990, busybox as /bin/sh and common applets), Node at /var/lang/bin/node
- * with its shared libraries, and the worker files in /var/runtime/esb (plus
+ * with its shared libraries, for nodejs runtimes the AWS SDK for JavaScript v3
+ * in /var/runtime/node_modules (aws-sdk-layer.ts), and the worker files in /var/runtime/esb (plus
  * /var/runtime/bootstrap for nodejs runtimes). Entrypoint: the emulator; user
  * 993:990; working directory /var/task.
  */
