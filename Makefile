@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm containerd2 nats victorialogs up bench chaos clean chart-crds
+	kube-apiserver helm containerd2 nats victorialogs data-services up bench chaos clean chart-crds
 
 all: build
 
@@ -58,6 +58,11 @@ nats:
 victorialogs:
 	hack/build-victorialogs.sh
 
+## data-services: build versitygw (S3) and Dynoxide (DynamoDB), the servers esb up runs beside the functions, cached in ~/.cache/esb/bin
+data-services:
+	hack/build-versitygw.sh
+	hack/build-dynoxide.sh
+
 ## containerd2: build containerd 2.x from its Go module (the agent is tested on 1.6 and 2.x), cached in ~/.cache/esb
 containerd2:
 	hack/build-containerd.sh
@@ -70,7 +75,7 @@ dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
 ## test: every test, against real containerd, registry, kube-apiserver and a local cluster
-test: build cluster-binaries helm containerd2 nats victorialogs
+test: build cluster-binaries helm containerd2 nats victorialogs data-services
 	npm test
 
 ## test-unit: the tests marked `// @esb-test unit` (first line): no test environment, no root-only host changes; seconds, for the edit-test loop
@@ -78,7 +83,7 @@ test-unit: build
 	ESB_TEST_ENV=none npm test -- --filter=$(CURDIR)/jest-unit-filter.cjs
 
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
-up: build victorialogs
+up: build victorialogs data-services
 	hack/install-deps.sh
 	node cli/dist/main.js up --functions examples/functions
 

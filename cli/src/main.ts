@@ -12,6 +12,8 @@ import type { LogStoreChoice } from "./log-store.js";
 import { LogsCommandError, logsConnection, runLogsCommand } from "./logs-command.js";
 import { StandaloneStack, esbVersion } from "./standalone-stack.js";
 import { TerminalLogStream, functionLogText } from "./terminal-log.js";
+import { dataServiceSetting, readWorkerCredentials } from "./data-services/data-service-options.js";
+import { DEFAULT_DATA_PROXY_PORT, type DataServiceSetting } from "./data-services/data-services.js";
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -99,6 +101,28 @@ export function buildProgram(): Command {
       ).env("ESB_LOGS_URL"),
     )
     .option("--no-logs", "keep no function logs (esb logs then has nothing to read; Tail still works)")
+    .option(
+      "--s3 <embedded|off|url>",
+      "S3 for functions: run here (versitygw), off, or an existing endpoint's URL",
+      dataServiceSetting,
+      "embedded" as DataServiceSetting,
+    )
+    .option(
+      "--dynamodb <embedded|off|url>",
+      "DynamoDB for functions: run here (Dynoxide), off, or an existing endpoint's URL",
+      dataServiceSetting,
+      "embedded" as DataServiceSetting,
+    )
+    .option(
+      "--data-port <port>",
+      "port of the S3/DynamoDB proxy on the worker bridge's gateway address",
+      portNumber,
+      DEFAULT_DATA_PROXY_PORT,
+    )
+    .option(
+      "--worker-aws-credentials <file>",
+      "AWS shared-credentials file whose [default] keys workers get (only with --s3 and --dynamodb off or URLs)",
+    )
     .addOption(
       new Option(
         "--log-format <format>",
@@ -126,6 +150,10 @@ export function buildProgram(): Command {
         logsPort: number;
         logsRetention: string;
         logsUrl?: string;
+        s3: DataServiceSetting;
+        dynamodb: DataServiceSetting;
+        dataPort: number;
+        workerAwsCredentials?: string;
       }) => {
         const progress = (line: string) => process.stderr.write(`esb up: ${line}\n`);
         if (opts.logFormat === "human") {
@@ -170,6 +198,14 @@ export function buildProgram(): Command {
           // Function output on the terminal, one readable line each (the JSON mode prints JSON only).
           onFunctionLog:
             opts.logFormat === "human" ? (r) => process.stderr.write(`${functionLogText(r)}\n`) : undefined,
+          dataServices: {
+            s3: opts.s3,
+            dynamodb: opts.dynamodb,
+            proxyPort: opts.dataPort,
+            workerCredentials: opts.workerAwsCredentials
+              ? readWorkerCredentials(opts.workerAwsCredentials)
+              : undefined,
+          },
           logger,
           progress,
           onFunctionChange: (f) => {

@@ -13,6 +13,7 @@ import { GatewayServer } from "@esb/gateway/gateway-server";
 import { StaticAgentDiscovery } from "@esb/gateway/static-agent-discovery";
 import type { FunctionLogRecord } from "@esb/agent/logs/function-log-records";
 import { LogStore, type LogStoreChoice } from "./log-store.js";
+import { DataServices, type DataServicesOptions } from "./data-services/data-services.js";
 import { PrivateContainerd } from "./private-containerd.js";
 import { acquireStackLocks, type StackLock } from "./stack-lock.js";
 
@@ -43,6 +44,8 @@ export interface StandaloneOptions {
   credentialsFile?: string;
   /** What must be signed when credentialsFile is set: the Lambda API (default) or all routes too. */
   authScope?: "invokeApi" | "all";
+  /** S3 and DynamoDB for the functions (see data-services/data-services.ts); undefined = none. */
+  dataServices?: Pick<DataServicesOptions, "s3" | "dynamodb" | "proxyPort" | "workerCredentials">;
   logger: Logger;
   /** Progress lines for the user (start-up steps). */
   progress: (line: string) => void;
@@ -71,6 +74,7 @@ export interface FunctionReport {
  */
 export class StandaloneStack {
   private containerd: PrivateContainerd | undefined;
+  private dataServices: DataServices | undefined;
   private agent: RunningAgent | undefined;
   private logStore: LogStore | undefined;
   private lock: StackLock | undefined;
@@ -103,6 +107,20 @@ export class StandaloneStack {
       await this.containerd.start();
       progress(`containerd ready (${Date.now() - t} ms), socket ${this.containerd.socketPath}`);
 
+      // Before the agent: workers get the services' endpoints and may reach their proxy.
+      this.dataServices = new DataServices({
+        s3: "off",
+        dynamodb: "off",
+        ...this.options.dataServices,
+        stateDir,
+        bridge: this.options.bridge,
+        subnet: this.options.subnet,
+        logger: logger.child({ component: "data-services" }),
+        progress,
+      });
+      await this.dataServices.start();
+      const data = this.dataServices.agentEnv();
+
       t = Date.now();
       this.logStore = new LogStore(stateDir, this.options.logs ?? { kind: "embedded", port: 9428 });
       await this.logStore.start();
@@ -129,9 +147,15 @@ export class StandaloneStack {
           CNI_BRIDGE: this.options.bridge,
           CNI_SUBNET: this.options.subnet,
           WORKER_EGRESS: this.options.workerEgress,
-          WORKER_ALLOWED_DESTINATIONS: this.options.workerAllowedDestinations?.join(","),
+          WORKER_ALLOWED_DESTINATIONS: [
+            ...(this.options.workerAllowedDestinations ?? []),
+            data.allowedDestination,
+          ]
+            .filter(Boolean)
+            .join(","),
           ESB_LOG_LEVEL: process.env.ESB_LOG_LEVEL,
           ...this.logStore.agentEnv(),
+          ...data.env,
         }),
       );
       if (this.options.onFunctionLog) this.agent.logs.onRecord(this.options.onFunctionLog);
@@ -276,6 +300,9 @@ export class StandaloneStack {
     const logStore = this.logStore;
     this.logStore = undefined;
     if (logStore) await step("log store", () => logStore.stop());
+    const dataServices = this.dataServices;
+    this.dataServices = undefined;
+    if (dataServices) await step("data services", () => dataServices.stop());
     const containerd = this.containerd;
     this.containerd = undefined;
     if (containerd) await step("containerd", () => containerd.stop());

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { LambdaClient } from "@aws-sdk/client-lambda";
 import { createLogger, type LambdaFunction } from "@esb/common";
+import type { AgentConfig } from "@esb/agent/agent-config";
 import { startAgent, type RunningAgent } from "@esb/agent/main";
 import { kernelFreezerStates } from "@esb/agent/testing/kernel-freezer";
 import { generateAgentTokens, staticTokenSource, writeAgentTokensFile } from "@esb/common/agent-credentials";
@@ -52,6 +53,8 @@ export class E2eStack {
   readonly codeChanges: { name: string; revision: string }[] = [];
   /** The agent's tokens: the gateway and controller of this stack present theirs. */
   readonly agentTokens = generateAgentTokens();
+  /** Agent settings that replace the stack's defaults (set before start), e.g. workerNetwork, workerAws. */
+  agentOverrides: Partial<AgentConfig> = {};
 
   constructor() {
     const socket = process.env.ESB_TEST_CONTAINERD_SOCKET;
@@ -96,6 +99,7 @@ export class E2eStack {
       region: "us-east-1",
       // Room for the 20-way concurrency test at 128 MB, whatever the machine has.
       memoryCapacityMb: 8192,
+      ...this.agentOverrides,
     });
     this.agentUrl = `http://127.0.0.1:${this.agent.port}`;
   }
