@@ -59,7 +59,10 @@ export class CgroupFreezer {
     // The kernel does not notify (v1): poll, every millisecond at most, because a thaw
     // (an acquire) that arrives meanwhile waits for this freeze to settle.
     for (let polls = 0; ; polls++) {
-      if ((await this.state(cgroup)) === "frozen") return;
+      const state = await this.state(cgroup);
+      if (state === "frozen") return;
+      // Its tasks exited and the cgroup went with them (runc removes it): nothing to wait for.
+      if (state === undefined) throw Object.assign(new Error(`cgroup ${cgroup} is gone`), { code: "ENOENT" });
       if (Date.now() > deadline) {
         this.thaw(cgroup);
         throw new FreezeTimeoutError(
