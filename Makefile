@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cache/esb/bin:$(PATH)
 
 .PHONY: all install build proto proto-check lint format test test-unit dev-env dev-env-down \
-	kube-apiserver helm containerd2 nats victorialogs data-services up bench chaos clean chart-crds
+	kube-apiserver helm containerd2 nats victorialogs data-services python-runtimes up bench chaos clean chart-crds
 
 all: build
 
@@ -63,6 +63,11 @@ data-services:
 	hack/build-versitygw.sh
 	hack/build-dynoxide.sh
 
+## python-runtimes: the root file systems of the python3.13 and python3.11 runtime images (Debian's
+## CPython via mmdebstrap, awslambdaric and boto3 from PyPI), cached in ~/.cache/esb/python-runtimes
+python-runtimes:
+	hack/build-python-runtime.sh
+
 ## containerd2: build containerd 2.x from its Go module (the agent is tested on 1.6 and 2.x), cached in ~/.cache/esb
 containerd2:
 	hack/build-containerd.sh
@@ -75,7 +80,7 @@ dev-env-down:
 	hack/dev-env.sh down --dir $(DEV_ENV_DIR)
 
 ## test: every test, against real containerd, registry, kube-apiserver and a local cluster
-test: build cluster-binaries helm containerd2 nats victorialogs data-services
+test: build cluster-binaries helm containerd2 nats victorialogs data-services python-runtimes
 	npm test
 
 ## test-unit: the tests marked `// @esb-test unit` (first line): no test environment, no root-only host changes; seconds, for the edit-test loop
@@ -85,6 +90,7 @@ test-unit: build
 ## up: run ESB on this machine (containerd-backed agent, gateway, controller) with examples/functions
 up: build victorialogs data-services
 	hack/install-deps.sh
+	hack/build-python-runtime.sh
 	node cli/dist/main.js up --functions examples/functions
 
 ## bench: the performance figures of DESIGN.md
@@ -156,7 +162,7 @@ cluster-down:
 
 ## images: the three component images and nats-server's as OCI archives in .esb/images, built without
 ## Docker; loaded into the local cluster's node when one runs
-images: build nats
+images: build nats python-runtimes
 	hack/fetch-node-runtime.sh 22 >/dev/null
 	node runtime/dist/image/build-component-images-main.js --out-dir .esb/component-images --archive-dir $(ESB_IMAGES_DIR)
 	@if hack/cluster.sh status 2>/dev/null | grep -q '^containerd: running'; then $(MAKE) --no-print-directory cluster-load; fi

@@ -92,9 +92,12 @@ describe("PrebuiltImageResolver", () => {
   it("rejects runtimes without an image as invalid specs, naming what the folder has", async () => {
     const resolver = new PrebuiltImageResolver(dir);
     const rt = importingRuntime();
-    await expect(resolver.prepareRuntimeImage("python3.13", rt)).rejects.toThrow(InvalidFunctionSpecError);
+    await expect(resolver.prepareRuntimeImage("python3.12", rt)).rejects.toThrow(InvalidFunctionSpecError);
+    await expect(resolver.prepareRuntimeImage("python3.12", rt)).rejects.toThrow(
+      /unsupported runtime "python3.12": expected one of nodejs24.x, nodejs22.x, provided, python3.13, python3.11/,
+    );
     await expect(resolver.prepareRuntimeImage("python3.13", rt)).rejects.toThrow(
-      /unsupported runtime "python3.13": expected one of nodejs24.x, nodejs22.x, provided/,
+      `runtime "python3.13" has no prebuilt image in ${dir} (it has: nodejs24.x, provided)`,
     );
     await expect(resolver.prepareRuntimeImage("nodejs22.x", rt)).rejects.toThrow(
       `runtime "nodejs22.x" has no prebuilt image in ${dir} (it has: nodejs24.x, provided)`,

@@ -69,6 +69,17 @@ describe("validateLambdaFunction", () => {
     );
   });
 
+  it("accepts the Python runtimes and requires their handler", () => {
+    for (const runtime of ["python3.13", "python3.11"]) {
+      const code = { inline: { "app.py": "def handler(event, context):\n    return event\n" } };
+      expect(errorsOf({ runtime, code })).toContain(M.handlerRequired);
+      expect(validateLambdaFunction(manifest({ runtime, handler: "app.handler", code })).ok).toBe(true);
+    }
+    expect(errorsOf({ runtime: "python3.12", handler: "app.handler" }).join("\n")).toMatch(
+      /supported values: .*"python3.13", "python3.11"/,
+    );
+  });
+
   it("requires exactly one code source", () => {
     expect(errorsOf({ runtime: "provided", code: {} })).toContain(M.codeExactlyOne);
     expect(errorsOf({ runtime: "provided", code: { path: "/a", inline: { a: "b" } } })).toContain(

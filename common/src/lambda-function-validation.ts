@@ -21,7 +21,7 @@ export const LAMBDA_FUNCTION_MESSAGES = {
   imageExclusive:
     "spec.image cannot be combined with runtime, handler or code: set either image or runtime + handler + code",
   codeRequired: "spec.code is required with spec.runtime",
-  handlerRequired: "spec.handler is required with a Node.js runtime (for example index.handler)",
+  handlerRequired: "spec.handler is required with a Node.js or Python runtime (for example index.handler)",
   handlerInsideCode:
     "spec.handler must name a file inside the function's code: no leading '/' and no '..' segment",
   provisionedOverReserved: "spec.provisionedConcurrency must not exceed spec.reservedConcurrency",
@@ -218,7 +218,11 @@ export function validateLambdaFunctionSpec(spec: Record<string, unknown>): strin
   if (has("image") && (has("runtime") || has("handler") || has("code")))
     errors.push(LAMBDA_FUNCTION_MESSAGES.imageExclusive);
   if (!has("image") && has("runtime") && !has("code")) errors.push(LAMBDA_FUNCTION_MESSAGES.codeRequired);
-  if (typeof spec.runtime === "string" && spec.runtime.startsWith("nodejs") && !has("handler"))
+  if (
+    typeof spec.runtime === "string" &&
+    (spec.runtime.startsWith("nodejs") || spec.runtime.startsWith("python")) &&
+    !has("handler")
+  )
     errors.push(LAMBDA_FUNCTION_MESSAGES.handlerRequired);
   if (
     typeof spec.provisionedConcurrency === "number" &&

@@ -18,7 +18,14 @@ export const LAMBDA_FUNCTION_GROUP = "esb.dev";
 export const LAMBDA_FUNCTION_VERSION = "v1alpha1";
 
 /** Managed runtimes that ESB provides base images for. */
-export const MANAGED_RUNTIMES = ["nodejs24.x", "nodejs22.x", "provided", "provided.al2023"] as const;
+export const MANAGED_RUNTIMES = [
+  "nodejs24.x",
+  "nodejs22.x",
+  "python3.13",
+  "python3.11",
+  "provided",
+  "provided.al2023",
+] as const;
 /** One of {@link MANAGED_RUNTIMES}. */
 export type ManagedRuntime = (typeof MANAGED_RUNTIMES)[number];
 

@@ -39,6 +39,12 @@ const invalid: Array<{
     messages: [M.handlerRequired],
     sameInFolder: true,
   },
+  {
+    name: "no-handler-python",
+    spec: { runtime: "python3.13", code: { inline: { "app.py": "" } } },
+    messages: [M.handlerRequired],
+    sameInFolder: true,
+  },
   { name: "no-code", spec: { runtime: "provided" }, messages: [M.codeRequired], sameInFolder: true },
   {
     name: "two-codes",
@@ -102,7 +108,7 @@ const invalid: Array<{
     name: "runtime-enum",
     spec: { runtime: "python3.12", handler: "h", code: { inline: { a: "" } } },
     messages: [
-      'spec.runtime: Unsupported value: "python3.12": supported values: "nodejs24.x", "nodejs22.x", "provided", "provided.al2023"',
+      'spec.runtime: Unsupported value: "python3.12": supported values: "nodejs24.x", "nodejs22.x", "python3.13", "python3.11", "provided", "provided.al2023"',
     ],
     sameInFolder: false,
   },

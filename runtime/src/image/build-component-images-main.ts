@@ -38,8 +38,8 @@ const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-
 
 Builds the ESB component images (${ALL.join(", ")}) as OCI layouts in <out-dir>/<component>,
 and OCI archives <archive-dir>/<component>.oci.tar (for ctr images import, kind load image-archive).
-The agent image carries the runtime images nodejs24.x, nodejs22.x and provided; nodejs22.x needs
-Node 22: run hack/fetch-node-runtime.sh 22 first. The nats image needs nats-server: run make nats first.
+The agent image carries the runtime images nodejs24.x, nodejs22.x, python3.13, python3.11 and provided;
+nodejs22.x needs Node 22: run hack/fetch-node-runtime.sh 22 first; the Python ones hack/build-python-runtime.sh. The nats image needs nats-server: run make nats first.
 `;
 
 let values;

@@ -1,13 +1,22 @@
 import { createHash } from "node:crypto";
 import { execFile } from "node:child_process";
 import { createReadStream, existsSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { awsSdkLayer } from "./aws-sdk-layer.js";
 import { LayerBuilder } from "./layer-builder.js";
 import { findNodeBinary, sharedLibraries } from "./node-binary.js";
+import {
+  isPythonRuntime,
+  PYTHON_BOOTSTRAP_MODULE,
+  PYTHON_RUNTIMES,
+  pythonBootstrapModule,
+  pythonBootstrapScript,
+  pythonRootfsLayer,
+  pythonRuntimeEnv,
+} from "./python-runtime.js";
 import {
   OciImageWriter,
   readOciImage,
@@ -27,8 +36,8 @@ import {
 
 const run = promisify(execFile);
 
-/** Runtimes ESB builds images for. `provided` is the custom runtime (a `bootstrap` executable). */
-export const RUNTIMES = ["nodejs24.x", "nodejs22.x", "provided"] as const;
+/** Runtimes ESB builds images for. `provided` is the custom runtime (a `bootstrap` executable); Python's are in python-runtime.ts. */
+export const RUNTIMES = ["nodejs24.x", "nodejs22.x", "provided", ...PYTHON_RUNTIMES] as const;
 /** A runtime ESB builds an image for. */
 export type RuntimeName = (typeof RUNTIMES)[number];
 
@@ -130,6 +139,8 @@ export interface RuntimeImageOptions extends LayerWriteOptions {
   workerFiles?: string[];
   /** Node binary to put at /var/lang/bin/node (default: see {@link findNodeBinary}; `provided` uses Node 24 for the emulator). */
   nodeBinary?: string;
+  /** Root file system of a Python runtime (default: see pythonRootfsLayer in python-runtime.ts). */
+  pythonRootfs?: string;
   /** Static busybox (default /bin/busybox, Debian busybox-static). */
   busybox?: string;
   /** CA bundle copied to /etc/ssl/certs/ca-certificates.crt when it exists (default the host's). */
@@ -171,8 +182,13 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
   const caBundle = options.caBundle ?? "/etc/ssl/certs/ca-certificates.crt";
 
   const base = await baseLayer(busybox, caBundle);
+  // Python images: the emulator's Node loads the Python root file system's glibc and libstdc++.
+  const python = isPythonRuntime(runtime)
+    ? await pythonRootfsLayer(runtime, options.pythonRootfs)
+    : undefined;
   const node = new LayerBuilder().addHostFile("/var/lang/bin/node", nodeBinary, { mode: 0o755 });
-  for (const lib of await sharedLibraries(nodeBinary)) node.addHostFile(lib, lib, { mode: 0o755 });
+  if (!python)
+    for (const lib of await sharedLibraries(nodeBinary)) node.addHostFile(lib, lib, { mode: 0o755 });
 
   const worker = new LayerBuilder().addDirectory(RUNTIME_FILES_DIR);
   for (const f of workerFiles) {
@@ -185,7 +201,10 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
   if (!workerFiles.includes("package.json"))
     worker.addFile(`${RUNTIME_FILES_DIR}/package.json`, WORKER_PACKAGE_JSON);
   worker.addFile(EMULATOR_LAUNCHER_PATH, emulatorLauncherScript(...EMULATOR_NODE_COMMAND), { mode: 0o755 });
-  if (runtime !== "provided")
+  if (isPythonRuntime(runtime)) {
+    worker.addFile("/var/runtime/bootstrap", pythonBootstrapScript(runtime), { mode: 0o755 });
+    worker.addFile(PYTHON_BOOTSTRAP_MODULE, pythonBootstrapModule(runtime));
+  } else if (runtime !== "provided")
     worker.addFile("/var/runtime/bootstrap", NODE_BOOTSTRAP_SCRIPT, { mode: 0o755 });
 
   const env = [
@@ -196,7 +215,8 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
     "LAMBDA_TASK_ROOT=/var/task",
     "LAMBDA_RUNTIME_DIR=/var/runtime",
   ];
-  if (runtime !== "provided") {
+  if (isPythonRuntime(runtime)) env.push(...pythonRuntimeEnv(runtime));
+  else if (runtime !== "provided") {
     env.push(
       `AWS_EXECUTION_ENV=AWS_Lambda_${runtime}`,
       `NODE_PATH=/opt/nodejs/node${major}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task`,
@@ -212,9 +232,16 @@ export async function planRuntimeImage(options: RuntimeImageOptions): Promise<Ru
   };
   const layers = [
     { builder: base, createdBy: "esb: Lambda filesystem layout, busybox" },
-    { builder: node, createdBy: `esb: Node.js ${major} and its shared libraries` },
+    ...(python ? [{ builder: python, createdBy: `esb: ${runtime} (Debian), awslambdaric, boto3` }] : []),
+    {
+      builder: node,
+      createdBy: python
+        ? "esb: Node.js 24 for the emulator"
+        : `esb: Node.js ${major} and its shared libraries`,
+    },
   ];
-  if (runtime !== "provided" && options.awsSdk !== false) {
+  // The JavaScript SDK is for Node functions; Python images carry boto3 in their own layer.
+  if (runtime !== "provided" && !python && options.awsSdk !== false) {
     const sdk = await awsSdkLayer();
     const s3 = sdk.packages.find((p) => p.name === "@aws-sdk/client-s3");
     layers.push({ builder: sdk.builder, createdBy: `esb: AWS SDK for JavaScript ${s3?.version ?? "v3"}` });
@@ -417,7 +444,9 @@ async function hostFileDigest(path: string): Promise<string> {
   const known = fileDigests.get(key);
   if (known) return known;
   const h = createHash("sha256");
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  // Small files (a Python runtime has ~10k) in one read: a stream per file costs more than the hash.
+  if (st.size < 1 << 20) h.update(await readFile(path));
+  else for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
   const digest = h.digest("hex");
   fileDigests.set(key, digest);
   return digest;
