@@ -27,6 +27,8 @@ export const BENCH_NAMESPACE = "default";
 
 /** The no-op Node function every Node scenario runs. */
 export const NODE_NOOP_CODE = 'export const handler = async () => ({ ok: true, bench: "noop" });\n';
+/** The Python no-op function (app.handler). */
+export const PYTHON_NOOP_CODE = 'def handler(event, context):\n    return {"ok": True, "bench": "noop"}\n';
 
 /** The `provided` shell function: the Lambda Runtime API loop in sh, answering `{"ok":true}`. */
 export const SHELL_BOOTSTRAP = `#!/bin/sh
@@ -44,7 +46,7 @@ done
 /** Scaling of a bench function: `pauseAfterMs` decides whether idle workers freeze during a scenario. */
 export interface BenchFunctionOptions {
   name: string;
-  runtime?: "nodejs24.x" | "provided";
+  runtime?: "nodejs24.x" | "provided" | "python3.13";
   /** Container image instead of a managed runtime. */
   image?: string;
   pauseAfterMs?: number;
@@ -238,6 +240,8 @@ export class BenchEnvironment {
       chmodSync(dir, 0o755);
       writeFileSync(join(dir, "bootstrap"), SHELL_BOOTSTRAP, { mode: 0o755 });
       code = { files: {}, hostPath: dir };
+    } else if (runtime === "python3.13") {
+      code = { files: { "app.py": Buffer.from(PYTHON_NOOP_CODE) }, hostPath: "" };
     } else if (runtime) {
       code = { files: { "index.mjs": Buffer.from(NODE_NOOP_CODE) }, hostPath: "" };
     }
@@ -247,7 +251,14 @@ export class BenchEnvironment {
       revision: `bench-${this.id}`,
       image: o.image ?? "",
       runtime,
-      handler: runtime === "provided" ? "function.handler" : runtime ? "index.handler" : "",
+      handler:
+        runtime === "provided"
+          ? "function.handler"
+          : runtime === "python3.13"
+            ? "app.handler"
+            : runtime
+              ? "index.handler"
+              : "",
       code,
       memorySizeMb: 128,
       timeoutSeconds: 10,
@@ -260,7 +271,9 @@ export class BenchEnvironment {
   private async writeManifest(o: BenchFunctionOptions): Promise<void> {
     const spec = o.image
       ? `  image: ${o.image}\n`
-      : `  runtime: ${o.runtime ?? "nodejs24.x"}\n  handler: index.handler\n  code:\n    inline:\n      index.mjs: ${JSON.stringify(NODE_NOOP_CODE)}\n`;
+      : o.runtime === "python3.13"
+        ? `  runtime: python3.13\n  handler: app.handler\n  code:\n    inline:\n      app.py: ${JSON.stringify(PYTHON_NOOP_CODE)}\n`
+        : `  runtime: ${o.runtime ?? "nodejs24.x"}\n  handler: index.handler\n  code:\n    inline:\n      index.mjs: ${JSON.stringify(NODE_NOOP_CODE)}\n`;
     writeFileSync(
       join(this.functionsDir, `${o.name}.yaml`),
       `apiVersion: esb.dev/v1alpha1\nkind: LambdaFunction\nmetadata:\n  name: ${o.name}\n  namespace: ${BENCH_NAMESPACE}\nspec:\n${spec}  timeout: 10\n`,

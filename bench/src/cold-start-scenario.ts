@@ -6,12 +6,13 @@ import type { ColdStartSample } from "./cold-start-breakdown.js";
 /**
  * Cold start with the image already local: a new worker (container, task,
  * network namespace, runtime init) until the first byte of its first
- * response, for the no-op Node function (nodejs24.x) and the `provided`
- * shell function.
+ * response, for the no-op Node function (nodejs24.x), the `provided`
+ * shell function and the no-op Python function (python3.13: Node's emulator,
+ * then CPython and awslambdaric).
  */
 export const coldStartScenario: BenchScenario = {
   id: "cold-start",
-  rows: ["cold-start-node", "cold-start-shell"],
+  rows: ["cold-start-node", "cold-start-shell", "cold-start-python"],
   async run({ env, results, sizes }) {
     await env.prepareFunction({ name: "bench-cold-node", runtime: "nodejs24.x" });
     const nodeParts: ColdStartSample[] = [];
@@ -42,5 +43,21 @@ export const coldStartScenario: BenchScenario = {
     );
     for (const row of env.breakdown.rows("shell", shellParts)) results.add(row);
     await env.destroyFunction("bench-cold-shell");
+
+    await env.prepareFunction({ name: "bench-cold-python", runtime: "python3.13" });
+    const pythonParts: ColdStartSample[] = [];
+    const python = await measureColdStarts(
+      env.agent!,
+      "bench-cold-python",
+      sizes.coldStarts,
+      sizes.warmup,
+      "cold-start-python",
+      { of: env.breakdown, parts: pythonParts },
+    );
+    results.add(
+      summarize("cold-start-python", "ms", python, { note: "new worker -> first byte, python3.13 no-op" }),
+    );
+    for (const row of env.breakdown.rows("python", pythonParts)) results.add(row);
+    await env.destroyFunction("bench-cold-python");
   },
 };

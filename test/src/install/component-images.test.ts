@@ -63,8 +63,14 @@ interface BuildReport {
 
 /** Where the agent image carries its runtime images (PREBUILT_RUNTIME_IMAGES_DIR). */
 const RUNTIME_IMAGES_DIR = "/usr/share/esb/runtime-images";
-/** The runtime images the agent image carries, and the Node major each one's /var/lang/bin/node has. */
-const RUNTIME_NODE_MAJOR = { "nodejs24.x": "24", "nodejs22.x": "22", provided: "24" } as const;
+/** The runtime images the agent image carries, and the Node major each one's /var/lang/bin/node has (the emulator's, in Python images). */
+const RUNTIME_NODE_MAJOR = {
+  "nodejs24.x": "24",
+  "nodejs22.x": "22",
+  "python3.13": "24",
+  "python3.11": "24",
+  provided: "24",
+} as const;
 
 let socket: string;
 let dir: string;
