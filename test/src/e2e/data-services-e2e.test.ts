@@ -3,7 +3,7 @@
 // and credentials, containerd workers whose firewall allows that one port. The functions use
 // nothing but the AWS SDK the nodejs runtime image carries.
 import { createServer, type Server } from "node:net";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "@jest/globals";
@@ -14,7 +14,8 @@ import { parseDestinations } from "@esb/agent/network/worker-firewall-rules";
 import { loadWorkerAwsEnv } from "@esb/agent/worker-aws-env";
 import { DataServices, localCredentials } from "@esb/cli/data-services/data-services";
 import { createLogger } from "@esb/common";
-import { E2eStack } from "./e2e-stack.js";
+import { parse } from "yaml";
+import { E2eStack, type E2eFunction } from "./e2e-stack.js";
 import { SANDBOX_PROBE_CODE } from "./sandbox-probe.js";
 
 /** ESM handler: bare imports of the runtime's SDK, no client options (endpoints and keys from the environment). */
@@ -58,6 +59,16 @@ const OWN_SDK_FILES = {
   "node_modules/tslib/package.json": `{"name":"tslib","version":"0.0.0-own","main":"index.js"}`,
   "node_modules/tslib/index.js": `exports.marker = "bundled";`,
 };
+
+/** examples/functions/items-store.yaml as the README serves it. */
+async function itemsStoreExample(): Promise<E2eFunction> {
+  const path = join(import.meta.dirname, "../../../examples/functions/items-store.yaml");
+  const doc = parse(await readFile(path, "utf8")) as {
+    metadata: { name: string };
+    spec: E2eFunction["spec"];
+  };
+  return { name: doc.metadata.name, spec: doc.spec };
+}
 
 async function invoke(lambda: LambdaClient, name: string, event: unknown): Promise<Record<string, unknown>> {
   const out = await lambda.send(
@@ -112,6 +123,7 @@ describe("data services end to end (runtime SDK in a containerd worker → bridg
     };
     await stack.start(
       [
+        await itemsStoreExample(),
         {
           name: "data-esm",
           spec: {
@@ -191,6 +203,34 @@ describe("data services end to end (runtime SDK in a containerd worker → bridg
       s3.destroy();
       ddb.destroy();
     }
+  });
+
+  it("examples/functions/items-store.yaml stores an item in DynamoDB and its attachment in S3", async () => {
+    const created = await fetch(`${stack.endpoint}/store/items`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "pen" }),
+    });
+    expect(created.status).toBe(201);
+    const item = (await created.json()) as { id: string; name: string };
+    expect(item.name).toBe("pen");
+    const put = await fetch(`${stack.endpoint}/store/items/${item.id}/attachment`, {
+      method: "PUT",
+      headers: { "content-type": "text/plain" },
+      body: "attached text",
+    });
+    expect(put.status).toBe(200);
+    const got = await fetch(`${stack.endpoint}/store/items/${item.id}/attachment`);
+    expect(got.status).toBe(200);
+    expect(got.headers.get("content-type")).toBe("text/plain");
+    expect(await got.text()).toBe("attached text");
+    const read = await fetch(`${stack.endpoint}/store/items/${item.id}`);
+    expect(await read.json()).toEqual({
+      id: item.id,
+      name: "pen",
+      attachment: { bucket: "item-attachments", key: item.id, contentType: "text/plain" },
+    });
+    expect((await fetch(`${stack.endpoint}/store/items/no-such-id`)).status).toBe(404);
   });
 
   it("a CommonJS function requires the runtime's SDK (document client) from /var/runtime/node_modules", async () => {
