@@ -2,16 +2,16 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "@esb/common";
 import { ZIP_LIMITS } from "./function-code-zip.js";
-import { functionArn, resolveFunctionName, type FunctionKey } from "./function-name.js";
+import { functionArn, parseFunctionName, type FunctionKey } from "./function-name.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { FunctionStatusLookup } from "./function-state.js";
 import type { FunctionStore } from "./function-store.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import { readRequestBody } from "./request-body-reader.js";
 import type { AuthenticatedRequest } from "./sigv4-auth.js";
-import { ControlApiOperations } from "./control-api-operations.js";
+import { LambdaApiOperations } from "./control-api-versions.js";
 
-const ROUTES: [string, RegExp, keyof ControlApiOperations, boolean][] = [
+const ROUTES: [string, RegExp, keyof LambdaApiOperations, boolean][] = [
   ["POST", /^\/2015-03-31\/functions\/?$/, "createFunction", true],
   ["GET", /^\/2015-03-31\/functions\/?$/, "listFunctions", false],
   ["GET", /^\/2015-03-31\/functions\/([^/]+)\/?$/, "getFunction", false],
@@ -43,7 +43,17 @@ const ROUTES: [string, RegExp, keyof ControlApiOperations, boolean][] = [
   ["POST", /^\/2017-03-31\/tags\/([^/]+)\/?$/, "tagResource", true],
   ["DELETE", /^\/2017-03-31\/tags\/([^/]+)\/?$/, "untagResource", true],
   ["GET", /^\/2017-03-31\/tags\/([^/]+)\/?$/, "listTags", false],
+  ["POST", /^\/2015-03-31\/functions\/([^/]+)\/versions\/?$/, "publishVersion", true],
+  ["GET", /^\/2015-03-31\/functions\/([^/]+)\/versions\/?$/, "listVersionsByFunction", false],
+  ["POST", /^\/2015-03-31\/functions\/([^/]+)\/aliases\/?$/, "createAlias", true],
+  ["GET", /^\/2015-03-31\/functions\/([^/]+)\/aliases\/?$/, "listAliases", false],
+  ["GET", /^\/2015-03-31\/functions\/([^/]+)\/aliases\/([^/]+)\/?$/, "getAlias", false],
+  ["PUT", /^\/2015-03-31\/functions\/([^/]+)\/aliases\/([^/]+)\/?$/, "updateAlias", true],
+  ["DELETE", /^\/2015-03-31\/functions\/([^/]+)\/aliases\/([^/]+)\/?$/, "deleteAlias", true],
 ];
+
+/** Operations that take a Qualifier (a version or alias); the others refuse one. */
+const QUALIFIED = new Set(["getFunction", "getFunctionConfiguration", "deleteFunction"]);
 
 /** Paths whose request carries a deployment package (a base64 zip in JSON): AWS's larger request limit. */
 export function controlRequestLimit(method: string | undefined, path: string): number | undefined {
@@ -54,7 +64,7 @@ export function controlRequestLimit(method: string | undefined, path: string): n
 }
 
 /** Operation names as AWS spells them in RequestEntityTooLarge messages. */
-function operationName(op: keyof ControlApiOperations): string {
+function operationName(op: keyof LambdaApiOperations): string {
   return op.charAt(0).toUpperCase() + op.slice(1);
 }
 
@@ -72,7 +82,7 @@ function operationName(op: keyof ControlApiOperations): string {
  * gateway's namespace. Reads follow the Invoke API's rule (signed when auth is on).
  */
 export class ControlApiHandler {
-  private readonly ops: ControlApiOperations;
+  private readonly ops: LambdaApiOperations;
 
   constructor(
     store: FunctionStore | undefined,
@@ -81,11 +91,11 @@ export class ControlApiHandler {
     private readonly logger: Logger,
     statusOf?: FunctionStatusLookup,
   ) {
-    this.ops = new ControlApiOperations(store, registry, namespace, logger, statusOf);
+    this.ops = new LambdaApiOperations(store, registry, namespace, logger, statusOf);
   }
 
   /** The operation `method path` names, or undefined when the path is not the control-plane API's. */
-  match(method: string | undefined, path: string): keyof ControlApiOperations | undefined {
+  match(method: string | undefined, path: string): keyof LambdaApiOperations | undefined {
     return ROUTES.find(([m, re]) => m === method && re.test(path))?.[2];
   }
 
@@ -100,7 +110,8 @@ export class ControlApiHandler {
     const requestId = randomUUID();
     const route = ROUTES.find(([m, re]) => m === req.method && re.test(path))!;
     const [, re, op, writes] = route;
-    const raw = re.exec(path)?.[1];
+    const match = re.exec(path);
+    const raw = match?.[1];
     try {
       const action = `lambda:${op === "listTags" ? "ListTags" : operationName(op)}`;
       if (writes && !signed) {
@@ -111,7 +122,14 @@ export class ControlApiHandler {
         );
       }
       let key: FunctionKey | undefined;
-      if (raw !== undefined) key = this.resolve(raw, op, query);
+      let qualifier: string | undefined;
+      if (raw !== undefined) ({ key, qualifier } = this.resolve(raw, op, query));
+      if (qualifier !== undefined && !QUALIFIED.has(op))
+        throw new LambdaApiError(
+          "InvalidParameterValueException",
+          `${operationName(op)} does not take a qualifier (${qualifier}): name the function itself`,
+        );
+      const sub = match?.[2] === undefined ? undefined : decode(match[2]);
       if (key && signed) {
         const denied = signed.authorize(key.namespace, action, functionArn(key, signed.caller.region));
         if (denied) throw denied;
@@ -128,7 +146,10 @@ export class ControlApiHandler {
           `Request must be smaller than ${limit} bytes for the ${operationName(op)} operation`,
         );
       const body = parseBody(read.body);
-      const result = await this.ops[op]({ key, query, body, region: signed?.caller.region }, signed);
+      const result = await this.ops[op](
+        { key, qualifier, sub, query, body, region: signed?.caller.region },
+        signed,
+      );
       const headers: Record<string, string | number> = { "x-amzn-requestid": requestId };
       if (result.body === undefined) {
         res.writeHead(result.status, headers);
@@ -150,18 +171,25 @@ export class ControlApiHandler {
     }
   }
 
-  private resolve(raw: string, op: keyof ControlApiOperations, query: URLSearchParams): FunctionKey {
-    let name: string;
-    try {
-      name = decodeURIComponent(raw);
-    } catch {
-      throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${raw}`);
-    }
+  private resolve(
+    raw: string,
+    op: keyof LambdaApiOperations,
+    query: URLSearchParams,
+  ): { key: FunctionKey; qualifier?: string } {
+    const name = decode(raw);
     // Provisioned concurrency names a version or alias; the Qualifier is checked by the operation.
     const qualifier = op.endsWith("ProvisionedConcurrencyConfig")
       ? undefined
       : (query.get("Qualifier") ?? undefined);
-    return resolveFunctionName(name, qualifier, this.namespace);
+    return parseFunctionName(name, qualifier, this.namespace);
+  }
+}
+
+function decode(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${raw}`);
   }
 }
 

@@ -14,6 +14,7 @@ import { functionArn, resolveFunctionName, type FunctionKey } from "./function-n
 import type { FunctionRegistry } from "./function-registry.js";
 import { functionStateOf, type FunctionStatusLookup } from "./function-state.js";
 import { LAMBDA_ANNOTATIONS as A, type FunctionStore } from "./function-store.js";
+import { isVersionObject } from "./function-versions.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 import type { AuthenticatedRequest } from "./sigv4-auth.js";
 
@@ -21,6 +22,10 @@ import type { AuthenticatedRequest } from "./sigv4-auth.js";
 export interface ControlCall {
   /** The function the call names (resolved); undefined for CreateFunction and ListFunctions. */
   key?: FunctionKey;
+  /** The Qualifier (a version number or alias; never `$LATEST`), for the operations that take one. */
+  qualifier?: string;
+  /** The second path parameter (an alias name), decoded. */
+  sub?: string;
   query: URLSearchParams;
   /** The JSON body (empty object when none). */
   body: Record<string, unknown>;
@@ -51,9 +56,9 @@ export class ControlApiOperations {
   constructor(
     /** Undefined: a gateway that can read functions but has nowhere to write them. */
     private readonly writer: FunctionStore | undefined,
-    private readonly registry: FunctionRegistry,
-    private readonly namespace: string,
-    private readonly logger: Logger,
+    protected readonly registry: FunctionRegistry,
+    protected readonly namespace: string,
+    protected readonly logger: Logger,
     private readonly statusOf?: FunctionStatusLookup,
   ) {}
 
@@ -130,7 +135,7 @@ export class ControlApiOperations {
     }
     const all = this.registry
       .list()
-      .filter((f) => f.metadata.namespace === this.namespace)
+      .filter((f) => f.metadata.namespace === this.namespace && !isVersionObject(f))
       .sort((x, y) => (x.metadata.name < y.metadata.name ? -1 : x.metadata.name > y.metadata.name ? 1 : 0));
     const rest = all.filter((f) => f.metadata.name > after);
     const page = rest.slice(0, maxItems);
@@ -306,7 +311,7 @@ export class ControlApiOperations {
     return { status: 200, body: { Tags: tagsOf(this.found(c.key!)) } };
   }
 
-  private store(): FunctionStore {
+  protected store(): FunctionStore {
     if (!this.writer)
       throw new LambdaApiError(
         "ServiceException",
@@ -316,7 +321,7 @@ export class ControlApiOperations {
   }
 
   /** Changes the stored function with `change` (checked with the one validator), then waits for the registry. */
-  private async write(
+  protected async write(
     key: FunctionKey,
     revisionId: unknown,
     change: (fn: LambdaFunction) => void,
@@ -337,14 +342,14 @@ export class ControlApiOperations {
   }
 
   /** A new RevisionId and LastModified on every write. */
-  private stamp(fn: LambdaFunction): void {
+  protected stamp(fn: LambdaFunction): void {
     fn.metadata.annotations ??= {};
     fn.metadata.annotations[A.revisionId] = randomUUID();
     fn.metadata.annotations[A.lastModified] = new Date().toISOString();
   }
 
   /** Waits until the registry has `fn`'s write (or, with `fn` undefined, no longer has the function). */
-  private async settled(key: FunctionKey, fn: LambdaFunction | undefined): Promise<void> {
+  protected async settled(key: FunctionKey, fn: LambdaFunction | undefined): Promise<void> {
     const want = fn?.metadata.annotations?.[A.revisionId];
     const done = () => {
       const seen = this.registry.get(key.namespace, key.name);
@@ -370,7 +375,7 @@ export class ControlApiOperations {
     });
   }
 
-  private async prune(key: FunctionKey): Promise<void> {
+  protected async prune(key: FunctionKey): Promise<void> {
     try {
       await this.store().pruneCode(key.namespace, key.name);
     } catch (err) {
@@ -381,14 +386,14 @@ export class ControlApiOperations {
     }
   }
 
-  private found(key: FunctionKey): LambdaFunction {
+  protected found(key: FunctionKey): LambdaFunction {
     const fn = this.registry.get(key.namespace, key.name);
     if (!fn) throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
     return fn;
   }
 
   /** The API writes only in the gateway's own namespace (the one its Kubernetes Role covers). */
-  private writable(key: FunctionKey): FunctionKey {
+  protected writable(key: FunctionKey): FunctionKey {
     if (key.namespace !== this.namespace)
       throw new LambdaApiError(
         "AccessDeniedException",
@@ -398,7 +403,7 @@ export class ControlApiOperations {
   }
 
   /** Provisioned concurrency applies to a version or alias; ESB has `$LATEST` only. */
-  private latest(c: ControlCall): FunctionKey {
+  protected latest(c: ControlCall): FunctionKey {
     const q = c.query.get("Qualifier");
     if (q === null || q === "") throw invalid("Qualifier is required (ESB serves $LATEST only)");
     if (q !== "$LATEST")
@@ -409,7 +414,7 @@ export class ControlApiOperations {
     return c.key!;
   }
 
-  private provisioned(key: FunctionKey): Record<string, unknown> {
+  protected provisioned(key: FunctionKey): Record<string, unknown> {
     const fn = this.found(key);
     const requested = fn.spec.provisionedConcurrency ?? 0;
     const seen = this.stateOf(key, fn);
@@ -432,7 +437,7 @@ export class ControlApiOperations {
     };
   }
 
-  private configuration(key: FunctionKey, region?: string): Record<string, unknown> {
+  protected configuration(key: FunctionKey, region?: string): Record<string, unknown> {
     const fn = this.found(key);
     return functionConfiguration(fn, key, this.stateOf(key, fn), region);
   }
@@ -443,7 +448,7 @@ export class ControlApiOperations {
    * has not yet seen the latest write (another RevisionId), it is treated as a newer generation,
    * i.e. an update in progress.
    */
-  private stateOf(key: FunctionKey, fn: LambdaFunction): LambdaFunction {
+  protected stateOf(key: FunctionKey, fn: LambdaFunction): LambdaFunction {
     const seen = this.statusOf?.(key.namespace, key.name);
     if (!seen) return fn;
     if (seen.metadata.annotations?.[A.revisionId] === fn.metadata.annotations?.[A.revisionId]) return seen;

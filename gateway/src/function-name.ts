@@ -24,14 +24,30 @@ export function functionArn(key: FunctionKey, region = "us-east-1"): string {
  * another namespace is written `namespace/name` in any of these forms (URL-encoded
  * as `namespace%2Fname` in the path; the AWS SDKs and CLI encode it themselves).
  *
- * Only `$LATEST` exists (ESB has no versions or aliases): any other qualifier
- * throws ResourceNotFoundException, as AWS does for an unknown version.
+ * A qualifier other than `$LATEST` throws ResourceNotFoundException here; callers that serve
+ * versions and aliases use {@link parseFunctionName}.
  */
 export function resolveFunctionName(
   raw: string,
   qualifier: string | undefined,
   defaultNamespace: string,
 ): FunctionKey {
+  const { key, qualifier: q } = parseFunctionName(raw, qualifier, defaultNamespace);
+  if (q !== undefined)
+    throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}:${q}`);
+  return key;
+}
+
+/**
+ * {@link resolveFunctionName}'s parsing, keeping a qualifier other than `$LATEST` (a version
+ * number or an alias name) for the caller to resolve (see function-versions.ts); `$LATEST` and
+ * none give `qualifier` undefined.
+ */
+export function parseFunctionName(
+  raw: string,
+  qualifier: string | undefined,
+  defaultNamespace: string,
+): { key: FunctionKey; qualifier?: string } {
   const notFound = (what: string) =>
     new LambdaApiError("ResourceNotFoundException", `Function not found: ${what}`);
   const parts = raw.split(":");
@@ -66,7 +82,9 @@ export function resolveFunctionName(
   if (!K8S_NAMESPACE.test(key.namespace) || !K8S_NAME.test(key.name) || key.name.length > 253)
     throw notFound(raw);
   if (effectiveQualifier !== undefined && effectiveQualifier !== "" && effectiveQualifier !== "$LATEST") {
-    throw notFound(`${functionArn(key)}:${effectiveQualifier}`);
+    if (!/^[a-zA-Z0-9$_-]{1,128}$/.test(effectiveQualifier))
+      throw notFound(`${functionArn(key)}:${effectiveQualifier}`);
+    return { key, qualifier: effectiveQualifier };
   }
-  return key;
+  return { key };
 }

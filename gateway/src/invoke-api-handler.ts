@@ -3,7 +3,8 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "@esb/common";
 import type { EventInvocationQueue } from "./event-invocation-queue.js";
 import type { FunctionInvoker } from "./function-invoker.js";
-import { functionArn, resolveFunctionName, type FunctionKey } from "./function-name.js";
+import { functionArn, parseFunctionName, type FunctionKey } from "./function-name.js";
+import { resolveQualified } from "./function-versions.js";
 import type { FunctionRegistry } from "./function-registry.js";
 import type { InvocationRecorder, InvocationStatus } from "./invocation-recorder.js";
 import { LambdaApiError } from "./lambda-api-error.js";
@@ -91,7 +92,7 @@ export class InvokeApiHandler {
           `Unsupported log type: ${logType}. Use None or Tail.`,
         );
       }
-      const key = this.resolve(rawFunctionName, query);
+      const { key, qualifier } = this.resolve(rawFunctionName, query);
       const denied = signed?.authorize(
         key.namespace,
         "lambda:InvokeFunction",
@@ -100,9 +101,9 @@ export class InvokeApiHandler {
       // Recorded under the raw name (one "(unresolved)" series): a denied caller chooses any name.
       if (denied) throw denied;
       fnLabel = `${key.namespace}/${key.name}`;
-      const fn = this.registry.get(key.namespace, key.name);
-      if (!fn)
-        throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${functionArn(key)}`);
+      // A version or alias runs its own LambdaFunction (function-versions.ts).
+      const target = resolveQualified(this.registry, key, qualifier);
+      const fn = target.fn;
 
       const limit = type === "Event" ? this.limits.maxAsyncPayloadBytes : this.limits.maxSyncPayloadBytes;
       const read = signed
@@ -141,7 +142,14 @@ export class InvokeApiHandler {
       const clientContext = headerValue(req, "x-amz-client-context");
       if (clientContext !== undefined) validateClientContext(clientContext);
 
-      const invocation = { key, fn, payload, requestId, clientContext, logTail: logType === "Tail" };
+      const invocation = {
+        key: target.key,
+        fn,
+        payload,
+        requestId,
+        clientContext,
+        logTail: logType === "Tail",
+      };
       if (type === "Event") {
         await this.queue.enqueue(invocation);
         res.writeHead(202, { "x-amzn-requestid": requestId, "content-length": 0 });
@@ -153,7 +161,7 @@ export class InvokeApiHandler {
         "content-type": "application/json",
         "content-length": result.payload.length,
         "x-amzn-requestid": requestId,
-        "x-amz-executed-version": "$LATEST",
+        "x-amz-executed-version": target.version,
       };
       if (result.functionError) headers["x-amz-function-error"] = result.functionError;
       if (logType === "Tail" && result.logResult) headers["x-amz-log-result"] = result.logResult;
@@ -175,14 +183,14 @@ export class InvokeApiHandler {
     }
   }
 
-  private resolve(rawFunctionName: string, query: URLSearchParams): FunctionKey {
+  private resolve(rawFunctionName: string, query: URLSearchParams): { key: FunctionKey; qualifier?: string } {
     let name: string;
     try {
       name = decodeURIComponent(rawFunctionName);
     } catch {
       throw new LambdaApiError("ResourceNotFoundException", `Function not found: ${rawFunctionName}`);
     }
-    return resolveFunctionName(name, query.get("Qualifier") ?? undefined, this.defaultNamespace);
+    return parseFunctionName(name, query.get("Qualifier") ?? undefined, this.defaultNamespace);
   }
 }
 

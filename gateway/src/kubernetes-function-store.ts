@@ -8,6 +8,7 @@ import {
 } from "@esb/common";
 import { readZipCode } from "./function-code-zip.js";
 import type { FunctionStore, StoredCode } from "./function-store.js";
+import { VERSION_OF } from "./function-versions.js";
 import { LambdaApiError } from "./lambda-api-error.js";
 
 /** Label of the ConfigMaps that hold a function's uploaded code: the function's name. */
@@ -124,16 +125,24 @@ export class KubernetesFunctionStore implements FunctionStore {
   }
 
   async pruneCode(namespace: string, name: string): Promise<void> {
-    const fn = await this.get(namespace, name);
-    // A function being deleted (the controller's finalizer still runs) needs its code no more.
-    const keep = fn?.metadata.deletionTimestamp ? undefined : fn?.spec.code?.configMap?.name;
+    // The function and its published versions (function-versions.ts) keep their code; one being
+    // deleted (the controller's finalizer still runs) needs it no more.
+    const listed = (await this.objects.listNamespacedCustomObject(this.kind(namespace))) as {
+      items: LambdaFunction[];
+    };
+    const keep = new Set(
+      listed.items
+        .filter((f) => f.metadata.name === name || f.metadata.annotations?.[VERSION_OF] === name)
+        .filter((f) => !f.metadata.deletionTimestamp)
+        .map((f) => f.spec.code?.configMap?.name),
+    );
     const list = await this.core.listNamespacedConfigMap({
       namespace,
       labelSelector: `${CODE_CONFIGMAP_LABEL}=${labelValue(name)}`,
     });
     for (const cm of list.items) {
       const n = cm.metadata?.name;
-      if (!n || n === keep) continue;
+      if (!n || keep.has(n)) continue;
       try {
         await this.core.deleteNamespacedConfigMap({ namespace, name: n });
       } catch (err) {
