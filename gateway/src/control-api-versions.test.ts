@@ -97,6 +97,19 @@ describe("versions", () => {
     expect(await invoke("2")).toEqual({ ran: "hello.v2", version: "2" });
     expect(await failure(invoke("9"))).toBe("ResourceNotFoundException");
   });
+
+  it("UpdateFunctionCode with Publish: true publishes version 3 and answers it", async () => {
+    const out = await lambda.send(
+      new UpdateFunctionCodeCommand({
+        FunctionName: "hello",
+        ZipFile: await makeZip({ "index.mjs": "// three" }),
+        Publish: true,
+      }),
+    );
+    expect(out.Version).toBe("3");
+    expect(await invoke("3")).toEqual({ ran: "hello.v3", version: "3" });
+    await lambda.send(new DeleteFunctionCommand({ FunctionName: "hello", Qualifier: "3" }));
+  });
 });
 
 describe("aliases", () => {

@@ -73,6 +73,25 @@ export class LambdaApiOperations extends ControlApiOperations {
     return { status: 201, body: this.versionConfiguration(key, version, n, c.region) };
   }
 
+  /** CreateFunction; with `Publish: true` it also publishes version 1 and answers its configuration (as AWS). */
+  override async createFunction(
+    c: ControlCall,
+    signed?: Parameters<ControlApiOperations["createFunction"]>[1],
+  ) {
+    const created = await super.createFunction(c, signed);
+    if (c.body.Publish !== true) return created;
+    const name = (created.body as { FunctionName: string }).FunctionName;
+    return this.publishVersion({ ...c, key: { namespace: this.namespace, name }, body: {} });
+  }
+
+  /** UpdateFunctionCode; with `Publish: true` it also publishes a version and answers its configuration. */
+  override async updateFunctionCode(c: ControlCall): Promise<ControlResult> {
+    const updated = await super.updateFunctionCode(c);
+    if (c.body.Publish !== true || c.body.DryRun === true) return updated;
+    const published = await this.publishVersion({ ...c, body: {} });
+    return { status: 200, body: published.body };
+  }
+
   async listVersionsByFunction(c: ControlCall): Promise<ControlResult> {
     const key = c.key!;
     const all = [this.configuration(key, c.region)];

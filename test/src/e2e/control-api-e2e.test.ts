@@ -165,6 +165,28 @@ describe("Lambda control-plane API standalone (AWS CLI → gateway → functions
     expect(await invoke()).toEqual({ word: "two", env: "hi" });
   }, 900_000);
 
+  it("publish-version keeps running its code after an update; an alias and --qualifier run it", async () => {
+    const v1 = await aws("publish-version", "--function-name", "zipped");
+    expect(v1).toMatchObject({ Version: "1" });
+    await aws(
+      "update-function-code",
+      "--function-name",
+      "zipped",
+      "--zip-file",
+      `fileb://${join(zips, "one.zip")}`,
+    );
+    await aws("wait", "function-updated-v2", "--function-name", "zipped");
+    await aws("create-alias", "--function-name", "zipped", "--name", "live", "--function-version", "1");
+    // The version is a LambdaFunction of its own: the controller prepares it like any other.
+    await aws("wait", "function-active-v2", "--function-name", "zipped", "--qualifier", "1");
+    expect(await invoke()).toEqual({ word: "one", env: "hi" });
+    const viaAlias = await lambda.send(
+      new InvokeCommand({ FunctionName: "zipped", Qualifier: "live", Payload: Buffer.from("{}") }),
+    );
+    expect(viaAlias.ExecutedVersion).toBe("1");
+    expect(JSON.parse(Buffer.from(viaAlias.Payload!).toString())).toEqual({ word: "two", env: "hi" });
+  }, 900_000);
+
   it("delete-function removes the manifest, the code and (through the controller) the workers", async () => {
     await aws("delete-function", "--function-name", "zipped");
     expect((await readdir(stack.functionsDir)).filter((f) => f.endsWith(".yaml"))).toEqual([]);
