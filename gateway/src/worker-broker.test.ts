@@ -46,8 +46,10 @@ describe("WorkerBroker gives back every worker it takes", () => {
   });
 
   it("an acquire that times out is cancelled at the agent, whose worker then serves the next call", async () => {
-    await start({ acquireTimeoutMs: 150 });
-    agent.coldStartDelayMs = 400;
+    // The timeout leaves a loaded machine time to get the acquire to the agent (else there is
+    // nothing to cancel there); the cold start outlasts it by far.
+    await start({ acquireTimeoutMs: 1000 });
+    agent.coldStartDelayMs = 2500;
     const err = await broker.acquire(FN).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LambdaApiError);
     // The agent saw the cancellation (the gRPC deadline) and handed nothing out.
