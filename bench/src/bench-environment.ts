@@ -59,6 +59,8 @@ export interface BenchEnvironmentOptions {
   podman: boolean;
   /** Start the real gateway (gateway/dist/main.js) in its own process. */
   gateway: boolean;
+  /** Also start etcd + kube-apiserver (ESB_TEST_KUBECONFIG in the process environment). */
+  kube?: boolean;
   logger?: Logger;
 }
 
@@ -80,6 +82,8 @@ export class BenchEnvironment {
   readonly nodeName = `bench-${this.id}`;
   readonly log: Logger;
   env: Record<string, string> = {};
+  /** The controller's token for the run's agent (set by {@link up}). */
+  controllerToken = "";
   network?: CniNetwork;
   agent?: NodeAgent;
   agentUrl = "";
@@ -117,7 +121,12 @@ export class BenchEnvironment {
   /** Starts containerd, registry (and podman), the agent and the gateway. */
   async up(): Promise<void> {
     mkdirSync(this.functionsDir, { recursive: true });
-    const only = ["containerd", "registry", ...(this.opts.podman ? ["podman"] : [])].join(",");
+    const only = [
+      "containerd",
+      "registry",
+      ...(this.opts.podman ? ["podman"] : []),
+      ...(this.opts.kube ? ["kube"] : []),
+    ].join(",");
     this.devEnvUp = true;
     await run(join(REPO_ROOT, "hack", "dev-env.sh"), ["up", "--dir", join(this.dir, "env"), "--only", only], {
       maxBuffer: 1 << 20,
@@ -157,6 +166,7 @@ export class BenchEnvironment {
     await this.agent.start();
     // The gateway process presents the gateway's token, read from a file only root reads.
     const tokens = generateAgentTokens();
+    this.controllerToken = tokens.controller;
     writeFileSync(join(this.dir, "gateway.token"), tokens.gateway, { mode: 0o600 });
     this.server = new AgentServer({
       agent: this.agent,

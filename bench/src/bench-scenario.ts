@@ -19,6 +19,8 @@ export interface BenchSizes {
   idleCpuS: number;
   /** Warm-up iterations before timed ones (latency scenarios). */
   warmup: number;
+  /** LambdaFunctions created at once in the function-scale scenario. */
+  scaleFunctions: number;
 }
 
 /** Full run: n ≥ 100 for every latency figure. */
@@ -31,6 +33,7 @@ export const FULL_SIZES: BenchSizes = {
   densityWorkers: 50,
   idleCpuS: 10,
   warmup: 5,
+  scaleFunctions: 1000,
 };
 
 /** `--quick`: a smoke run of every scenario in about a minute and a half. */
@@ -43,6 +46,7 @@ export const QUICK_SIZES: BenchSizes = {
   densityWorkers: 10,
   idleCpuS: 3,
   warmup: 2,
+  scaleFunctions: 100,
 };
 
 /** What a scenario gets. */
@@ -60,6 +64,8 @@ export interface BenchScenario {
   rows: string[];
   /** Needs the Podman Docker-compatible API. */
   needsPodman?: boolean;
+  /** Needs a kube-apiserver (the environment then starts etcd + kube-apiserver too). */
+  needsKube?: boolean;
   /** Measures and adds its rows to `ctx.results`. */
   run(ctx: BenchContext): Promise<void>;
 }

@@ -9,6 +9,7 @@ import { BenchResults } from "./bench-results.js";
 import { FULL_SIZES, QUICK_SIZES, type BenchScenario } from "./bench-scenario.js";
 import { coldStartScenario } from "./cold-start-scenario.js";
 import { densityScenario } from "./density-scenario.js";
+import { functionScaleScenario } from "./function-scale-scenario.js";
 import { memoryScenario } from "./memory-scenario.js";
 import { dockerModeScenario } from "./docker-mode-scenario.js";
 import { perRequestScenario } from "./per-request-scenario.js";
@@ -26,6 +27,7 @@ export const SCENARIOS: BenchScenario[] = [
   throughputScenario,
   densityScenario,
   memoryScenario,
+  functionScaleScenario,
   dockerModeScenario,
 ];
 
@@ -92,7 +94,8 @@ async function main(): Promise<number> {
   }
   const sizes = values.quick ? QUICK_SIZES : FULL_SIZES;
   const out = values.out ?? join(REPO_ROOT, "bench", "results.json");
-  const env = new BenchEnvironment({ podman, gateway });
+  const kube = selected.some((s) => s.needsKube);
+  const env = new BenchEnvironment({ podman, gateway, kube });
   const results = new BenchResults();
 
   let stopping = false;

@@ -1,4 +1,5 @@
 import { parseRouteNamespaces } from "@esb/common";
+import { DEFAULT_RECONCILE_WORKERS } from "./controller.js";
 /** Settings of the controller, from the environment (see {@link loadControllerConfig}). */
 export interface ControllerConfig {
   /** Namespace to watch; empty means all namespaces. */
@@ -32,6 +33,8 @@ export interface ControllerConfig {
   healthPort: number;
   /** Every function is reconciled again after this long (keeps warm pools where they should be). */
   resyncSeconds: number;
+  /** Functions reconciled at the same time. */
+  reconcileWorkers: number;
   /** Timeout of one PrepareFunction call (includes pulling the image). */
   prepareTimeoutSeconds: number;
   /** Workers of a function that no longer exists are destroyed after it has been gone this long. */
@@ -64,7 +67,7 @@ function int(name: string, v: string | undefined, dflt: number): number {
  * GATEWAY_ROUTE_NAMESPACES (as the gateway's: whose HTTP routes are served), AGENT_TOKEN_FILE (the bearer token for agents, e.g. a projected ServiceAccount
  * token), GATEWAY_NAMESPACE, FUNCTIONS_DIR, LEADER_ELECTION (true), LEASE_NAME,
  * LEASE_NAMESPACE, POD_NAME, POD_NAMESPACE, METRICS_PORT (8080), HEALTH_PORT (8081),
- * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300), ORPHAN_GRACE_SECONDS (60),
+ * RESYNC_SECONDS (30), PREPARE_TIMEOUT_SECONDS (300), RECONCILE_WORKERS (8), ORPHAN_GRACE_SECONDS (60),
  * and for the `uninstall` mode CONTROLLER_DEPLOYMENT and UNINSTALL_TIMEOUT_SECONDS
  * (120). Throws on malformed numbers.
  */
@@ -93,6 +96,7 @@ export function loadControllerConfig(env: NodeJS.ProcessEnv = process.env): Cont
     healthPort: int("HEALTH_PORT", env.HEALTH_PORT, 8081),
     resyncSeconds: int("RESYNC_SECONDS", env.RESYNC_SECONDS, 30),
     prepareTimeoutSeconds: int("PREPARE_TIMEOUT_SECONDS", env.PREPARE_TIMEOUT_SECONDS, 300),
+    reconcileWorkers: Math.max(1, int("RECONCILE_WORKERS", env.RECONCILE_WORKERS, DEFAULT_RECONCILE_WORKERS)),
     orphanGraceSeconds: int("ORPHAN_GRACE_SECONDS", env.ORPHAN_GRACE_SECONDS, 60),
     controllerDeployment: env.CONTROLLER_DEPLOYMENT ?? "",
     uninstallTimeoutSeconds: int("UNINSTALL_TIMEOUT_SECONDS", env.UNINSTALL_TIMEOUT_SECONDS, 120),

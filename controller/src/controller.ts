@@ -13,6 +13,13 @@ import { LeaderElector, type LeaderElectionOptions } from "./leader-election.js"
 import { WorkQueue } from "./work-queue.js";
 
 /** Options of {@link Controller}. */
+/**
+ * Default number of functions reconciled at once. A reconcile mostly waits (the apiserver's
+ * writes, the agents' PrepareFunction), so several run side by side; see the function-scale rows
+ * of bench/README.md.
+ */
+export const DEFAULT_RECONCILE_WORKERS = 8;
+
 export interface ControllerOptions {
   source: FunctionSource;
   agents: AgentDirectory;
@@ -48,6 +55,8 @@ export interface ControllerOptions {
   onLeadershipLost?: (info: { drained: boolean }) => void;
   lossDrainTimeoutMs?: number;
   /** Work-queue retry backoff. */
+  /** Functions reconciled at the same time (the work queue's concurrency). Default {@link DEFAULT_RECONCILE_WORKERS}. */
+  reconcileWorkers?: number;
   baseRetryDelayMs?: number;
   maxRetryDelayMs?: number;
   metrics?: ControllerMetrics;
@@ -158,6 +167,7 @@ export class Controller {
     metrics?.leader.set(1);
     this.term = new AbortController();
     this.queue = new WorkQueue((key, signal) => this.reconciler.reconcile(key, signal), {
+      concurrency: this.options.reconcileWorkers ?? DEFAULT_RECONCILE_WORKERS,
       baseDelayMs: this.options.baseRetryDelayMs,
       maxDelayMs: this.options.maxRetryDelayMs,
       logger,

@@ -149,6 +149,7 @@ async function main(argv: string[]): Promise<void> {
     routeNamespaces: config.routeNamespaces,
     agentToken: config.agentTokenFile ? fileTokenSource(config.agentTokenFile) : undefined,
     resyncMs: config.resyncSeconds * 1000,
+    reconcileWorkers: config.reconcileWorkers,
     reconciler: { prepareTimeoutMs: config.prepareTimeoutSeconds * 1000 },
     orphanCollection: { graceMs: config.orphanGraceSeconds * 1000 },
     metrics,
