@@ -246,20 +246,21 @@ describe("deleting a function waits for the agents; orphaned workers are collect
     agent.addFunction(orphan, 2);
     agent.addFunction(elsewhere, 1);
     const controller = newController(new StaticAgentDirectory([agent.url]), {
-      orphanCollection: { intervalMs: 200, graceMs: 800 },
+      // The grace is long enough for the check right after the first sweep on a loaded machine.
+      orphanCollection: { intervalMs: 200, graceMs: 3000 },
     });
     const listedBefore = agent.calls.filter((c) => c.method === "ListWorkers").length;
     await controller.start();
-    await eventually("alive Ready", async () => {
-      const fn = await get("alive");
-      return condition(fn.status, "Ready")?.status === "True" ? fn : undefined;
-    });
     await eventually(
       "a sweep",
       () => agent.calls.filter((c) => c.method === "ListWorkers").length > listedBefore,
     );
     // Seen once, not yet destroyed: the grace period protects functions the cache has not seen yet.
     expect(agent.callsFor("DestroyFunction", orphan)).toEqual([]);
+    await eventually("alive Ready", async () => {
+      const fn = await get("alive");
+      return condition(fn.status, "Ready")?.status === "True" ? fn : undefined;
+    });
     await eventually("ghost collected", () => !agent.functions.has(orphan), 10_000);
     expect(agent.functions.has(`${namespace}/alive`)).toBe(true);
     // Functions of namespaces this controller does not watch are not its to judge.
