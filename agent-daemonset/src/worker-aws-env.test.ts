@@ -1,3 +1,4 @@
+// @esb-test unit: needs no test environment (`make test-unit` runs it).
 import { describe, expect, it } from "@jest/globals";
 import { loadAgentConfig, AgentConfigError } from "./agent-config.js";
 import { loadWorkerAwsEnv } from "./worker-aws-env.js";
