@@ -43,6 +43,8 @@ export interface AgentConfig {
   memoryCapacityMb?: number;
   /** Most workers starting at once; undefined = the CPU count (at least 2). */
   maxConcurrentStarts?: number;
+  /** Generic sandboxes kept ready per sandbox template (containerd; 0: off); unset: {@link DEFAULT_SANDBOX_POOL_SIZE}. */
+  sandboxPoolSize?: number;
   /** Managed-runtime image template (`…:{runtime}`), pulled; wins over {@link runtimeImagesDir}. */
   runtimeImage?: string;
   /**
@@ -75,6 +77,8 @@ export interface AgentConfig {
 
 /** Default of {@link AgentConfig.resyncSeconds}. */
 export const DEFAULT_RESYNC_SECONDS = 60;
+/** Generic sandboxes kept ready per sandbox template when AGENT_SANDBOX_POOL_SIZE is unset. */
+export const DEFAULT_SANDBOX_POOL_SIZE = 2;
 
 /**
  * Worker network policy. Workers never reach other workers, the node, private
@@ -131,6 +135,10 @@ export const AGENT_ENV_HELP: [string, string][] = [
     `seconds between resyncs against containerd and CNI, which repair orphans and lost workers (default ${DEFAULT_RESYNC_SECONDS}; 0: off)`,
   ],
   ["AGENT_MAX_CONCURRENT_STARTS", "most workers starting at once (default: the CPU count, at least 2)"],
+  [
+    "AGENT_SANDBOX_POOL_SIZE",
+    `generic sandboxes kept ready per runtime image and memory size for fast cold starts (containerd; default ${DEFAULT_SANDBOX_POOL_SIZE}; 0: off)`,
+  ],
   [
     "RUNTIME_IMAGE",
     "managed-runtime image template, e.g. registry:5000/esb/runtime:{runtime}; wins over RUNTIME_IMAGES_DIR",
@@ -210,6 +218,15 @@ export function loadAgentConfig(
       );
     }
   }
+  let sandboxPoolSize = DEFAULT_SANDBOX_POOL_SIZE;
+  if (env.AGENT_SANDBOX_POOL_SIZE) {
+    sandboxPoolSize = Number(env.AGENT_SANDBOX_POOL_SIZE);
+    if (!Number.isInteger(sandboxPoolSize) || sandboxPoolSize < 0 || sandboxPoolSize > 64) {
+      throw new AgentConfigError(
+        `AGENT_SANDBOX_POOL_SIZE="${env.AGENT_SANDBOX_POOL_SIZE}" must be a whole number from 0 to 64`,
+      );
+    }
+  }
   let memoryCapacityMb: number | undefined;
   if (env.AGENT_MEMORY_MB) {
     memoryCapacityMb = Number(env.AGENT_MEMORY_MB);
@@ -276,6 +293,7 @@ export function loadAgentConfig(
     region: env.AWS_REGION || "us-east-1",
     memoryCapacityMb,
     maxConcurrentStarts,
+    sandboxPoolSize,
     resyncSeconds,
     metricsAuth: metricsAuthMode(env),
     runtimeImage: env.RUNTIME_IMAGE || undefined,

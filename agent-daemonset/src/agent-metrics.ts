@@ -3,6 +3,8 @@ import type { NodeAgent } from "./node-agent.js";
 import type { ResyncReport } from "./agent-resync.js";
 import type { PoolEvent } from "./pool/worker-pool.js";
 import type { StartPhase } from "./runtime/start-phases.js";
+import type { SandboxEvent } from "./pool/sandbox-pool.js";
+import type { WorkerLogLine } from "./runtime/runtime.js";
 
 /**
  * The agent's Prometheus metrics, in a registry of their own: cold starts,
@@ -23,6 +25,10 @@ export class AgentMetrics {
   private readonly resyncs: Counter<"result">;
   private readonly resyncRepairs: Counter<"kind">;
   private readonly startPhaseSeconds: Histogram<"phase">;
+  private readonly coldStartsFromSandbox: Counter<"function">;
+  private readonly sandboxTakes: Counter<"result">;
+  private readonly sandboxStarts: Counter<"result">;
+  private readonly initSeconds: Histogram<never>;
 
   /** @param agent read at scrape time for pool sizes; may be set later with {@link attach}. */
   constructor(private agent?: NodeAgent) {
@@ -96,6 +102,47 @@ export class AgentMetrics {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
       registers,
     });
+    this.coldStartsFromSandbox = new Counter({
+      name: "esb_agent_cold_starts_from_sandbox_total",
+      help: "Cold starts served by specialising a ready generic sandbox (a subset of esb_agent_cold_starts_total).",
+      labelNames: ["function"],
+      registers,
+    });
+    this.sandboxTakes = new Counter({
+      name: "esb_agent_sandbox_takes_total",
+      help: "Cold starts that asked for a generic sandbox (result: taken, or missed when none was ready).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.sandboxStarts = new Counter({
+      name: "esb_agent_sandbox_starts_total",
+      help: "Generic sandboxes started ahead of demand (result: ok or failed).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.initSeconds = new Histogram({
+      name: "esb_agent_init_duration_seconds",
+      help: "Init Duration of workers' first invocations, as their REPORT lines give it (runtime start, or sandbox hand-over, to the runtime's first /next).",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    const sandboxes: Gauge<"state"> = new Gauge({
+      name: "esb_agent_sandboxes",
+      help: "Generic sandboxes not yet taken, by state (ready, starting).",
+      labelNames: ["state"],
+      registers,
+      collect: () => {
+        sandboxes.reset();
+        let ready = 0;
+        let starting = 0;
+        for (const c of this.agent?.sandboxes?.counts() ?? []) {
+          ready += c.ready;
+          starting += c.starting;
+        }
+        sandboxes.set({ state: "ready" }, ready);
+        sandboxes.set({ state: "starting" }, starting);
+      },
+    });
     const pools: Gauge<"function" | "state"> = new Gauge({
       name: "esb_agent_pool_workers",
       help: "Workers per function and state.",
@@ -124,6 +171,7 @@ export class AgentMetrics {
         break;
       case "cold-start":
         this.coldStarts.inc({ function: e.function, result: e.ok ? "ok" : "failed" });
+        if (e.ok && e.fromSandbox) this.coldStartsFromSandbox.inc({ function: e.function });
         if (e.ok) this.coldStartSeconds.observe({ function: e.function }, e.durationMs / 1000);
         break;
       case "thawed":
@@ -137,6 +185,20 @@ export class AgentMetrics {
         this.removals.inc({ function: e.function, failed: String(e.failed) });
         break;
     }
+  };
+
+  /** Records one sandbox pool event; pass as the agent's `onSandboxEvent`. */
+  recordSandbox = (e: SandboxEvent): void => {
+    if (e.type === "taken") this.sandboxTakes.inc({ result: "taken" });
+    else if (e.type === "missed") this.sandboxTakes.inc({ result: "missed" });
+    else if (e.type === "started") this.sandboxStarts.inc({ result: e.ok ? "ok" : "failed" });
+  };
+
+  /** Observes the `Init Duration` of a worker's REPORT line; pass to the runtime's `onWorkerLog`. */
+  recordWorkerLog = (l: WorkerLogLine): void => {
+    if (!l.line.startsWith("REPORT ")) return;
+    const m = /\tInit Duration: ([\d.]+) ms/.exec(l.line);
+    if (m) this.initSeconds.observe(Number(m[1]) / 1000);
   };
 
   /** Records the steps of one worker start; pass as the containerd runtime's `onStartPhases`. */

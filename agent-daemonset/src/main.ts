@@ -9,6 +9,7 @@ import {
   AGENT_ENV_HELP,
   AgentConfigError,
   DEFAULT_RESYNC_SECONDS,
+  DEFAULT_SANDBOX_POOL_SIZE,
   loadAgentConfig,
   type AgentConfig,
 } from "./agent-config.js";
@@ -137,6 +138,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     });
     log.warn("AGENT_RUNTIME=docker: workers are not isolated from each other or from the node's network");
   }
+  runtime.onWorkerLog(metrics.recordWorkerLog);
   const agent = new NodeAgent({
     nodeName: config.nodeName,
     runtime,
@@ -146,6 +148,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     workerAws: config.workerAws,
     memoryCapacityMb: config.memoryCapacityMb,
     maxConcurrentStarts: config.maxConcurrentStarts,
+    sandboxPoolSize: config.sandboxPoolSize ?? DEFAULT_SANDBOX_POOL_SIZE,
+    onSandboxEvent: metrics.recordSandbox,
     imageResolver: createRuntimeImageResolver(config, log),
     onPoolEvent: metrics.record,
     allowCodeHostPath: config.auth.mode === "token",

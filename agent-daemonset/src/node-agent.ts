@@ -30,6 +30,8 @@ import { checkWorkerInit } from "./pool/worker-init-check.js";
 import { StagedCodeStore } from "./code-staging.js";
 import { PLATFORM_MEMORY_MB } from "./sandbox/function-memory.js";
 import type { WorkerAwsEnv } from "./worker-aws-env.js";
+import { SandboxPool, type SandboxEvent, type SandboxTemplate } from "./pool/sandbox-pool.js";
+import { sandboxTemplateOf } from "./pool/sandbox-template.js";
 
 // The resolvers live in runtime-image-resolver.ts; re-exported here, where they were first (bench imports them from here).
 export {
@@ -74,6 +76,15 @@ export interface NodeAgentOptions {
    * host folders. Default false.
    */
   allowCodeHostPath?: boolean;
+  /**
+   * Generic sandboxes kept ready per sandbox template (runtime image + memory + /tmp) for
+   * cold starts of managed-runtime functions, when the runtime can specialise them
+   * (containerd). 0 (the default here; the agent's main passes AGENT_SANDBOX_POOL_SIZE, default 2)
+   * turns them off. See docs/cold-start.md.
+   */
+  sandboxPoolSize?: number;
+  /** Receives every sandbox pool event (metrics). */
+  onSandboxEvent?: (event: SandboxEvent) => void;
 }
 
 /** Status of one function's pool on this node. */
@@ -155,6 +166,8 @@ export class NodeAgent {
   /** Removes staged code (stateDir/code/<hash>) once no function uses it. */
   private readonly stagedCode: StagedCodeStore;
   private persistSeq = 0;
+  /** Generic sandboxes for cold starts (undefined: the runtime cannot specialise, or turned off). */
+  readonly sandboxes: SandboxPool | undefined;
 
   constructor(opts: NodeAgentOptions) {
     this.nodeName = opts.nodeName;
@@ -172,6 +185,16 @@ export class NodeAgent {
     this.log = opts.logger ?? createLogger("node-agent");
     this.onPoolEvent = opts.onPoolEvent ?? (() => undefined);
     this.allowCodeHostPath = opts.allowCodeHostPath ?? false;
+    const sandboxPoolSize = opts.sandboxPoolSize ?? 0;
+    if (opts.runtime.specialiseWorker && sandboxPoolSize > 0) {
+      this.sandboxes = new SandboxPool({
+        runtime: opts.runtime,
+        size: sandboxPoolSize,
+        startLimiter: this.startLimiter,
+        logger: this.log,
+        onEvent: opts.onSandboxEvent,
+      });
+    }
     this.stagedCode = new StagedCodeStore(
       join(this.stateDir, "code"),
       () => [...this.functions.values()].map((r) => r.codeDir),
@@ -195,6 +218,7 @@ export class NodeAgent {
     this.unsubscribeExit = this.runtime.onWorkerExit((exit) => {
       const reason = exit.oomKilled ? "out of memory" : `exited with code ${exit.exitCode}`;
       for (const rec of this.functions.values()) if (rec.pool.workerExited(exit.id, reason)) return;
+      this.sandboxes?.workerExited(exit.id, reason);
     });
     await mkdir(this.specDir, { recursive: true });
     this.resolvConf = await writeWorkerResolvConf(this.stateDir);
@@ -214,7 +238,10 @@ export class NodeAgent {
     await this.resync();
     // Code of functions removed while the agent was down (or of a crash mid-staging).
     await this.stagedCode.sweep();
-    for (const rec of this.functions.values()) rec.pool.start();
+    for (const rec of this.functions.values()) {
+      rec.pool.start();
+      this.ensureSandboxes(rec);
+    }
     this.started = true;
     this.log.info({ functions: this.functions.size, node: this.nodeName }, "node agent started");
   }
@@ -329,7 +356,10 @@ export class NodeAgent {
     });
     this.functions.set(key, rec);
     await this.persist(rec);
-    if (startPool) rec.pool.start();
+    if (startPool) {
+      rec.pool.start();
+      this.ensureSandboxes(rec);
+    }
     return rec;
   }
 
@@ -391,7 +421,24 @@ export class NodeAgent {
       workerSpec: (id) => this.workerSpec(rec, id),
       // ESB's emulator tells how init went; an image brings its own runtime interface.
       checkInit: spec.image ? undefined : (handle) => checkWorkerInit(handle),
+      takeSandbox: () => {
+        const template = this.sandboxes && this.sandboxTemplate(rec);
+        return template ? this.sandboxes!.take(template) : undefined;
+      },
     };
+  }
+
+  /** The generic sandboxes `rec`'s cold starts can use, or undefined (images, commands of their own). */
+  private sandboxTemplate(rec: FunctionRecord): SandboxTemplate | undefined {
+    // Node runtimes boot their runtime client ahead too; other runtimes start theirs on specialisation.
+    const preBoot = rec.spec.runtime.startsWith("nodejs") ? "/var/runtime/bootstrap" : undefined;
+    return sandboxTemplateOf(this.workerSpec(rec, "sandbox-template"), preBoot);
+  }
+
+  /** Has the sandbox pool keep sandboxes for `rec`'s template. */
+  private ensureSandboxes(rec: FunctionRecord): void {
+    const template = this.sandboxes && this.sandboxTemplate(rec);
+    if (template) this.sandboxes!.ensure(template);
   }
 
   /** The container spec of a new worker of `rec`. */
@@ -542,6 +589,15 @@ export class NodeAgent {
       if (!rec) return 0;
       const n = await rec.pool.destroy();
       this.functions.delete(key);
+      // Sandboxes of a template no function uses any more go with the last such function.
+      if (this.sandboxes) {
+        const used = new Set<string>();
+        for (const r of this.functions.values()) {
+          const t = this.sandboxTemplate(r);
+          if (t) used.add(t.key);
+        }
+        await this.sandboxes.retain(used);
+      }
       await rm(this.specFile(key), { force: true });
       // Busy workers finish in the background.
       this.drainingPools.add(rec.pool);
@@ -569,7 +625,13 @@ export class NodeAgent {
   /** Every worker a pool tracks, draining ones of destroyed functions included (see agent-resync.ts). */
   trackedWorkers(): { workerId: string; state: PoolWorkerInfo["state"] }[] {
     const pools = [...[...this.functions.values()].map((r) => r.pool), ...this.drainingPools];
-    return pools.flatMap((p) => p.workers().map((w) => ({ workerId: w.workerId, state: w.state })));
+    const workers = pools.flatMap((p) => p.workers().map((w) => ({ workerId: w.workerId, state: w.state })));
+    // Sandboxes not yet taken are the agent's too (as starting: the resync leaves them alone).
+    const sandboxes = (this.sandboxes?.ids() ?? []).map((id) => ({
+      workerId: id,
+      state: "starting" as const,
+    }));
+    return [...workers, ...sandboxes];
   }
 
   /**
@@ -580,7 +642,7 @@ export class NodeAgent {
   workerLost(workerId: string, reason: string): boolean {
     for (const rec of this.functions.values()) if (rec.pool.workerExited(workerId, reason)) return true;
     for (const pool of this.drainingPools) if (pool.workerExited(workerId, reason)) return true;
-    return false;
+    return this.sandboxes?.workerExited(workerId, reason) ?? false;
   }
 
   /** Capacity and usage of this node. */
@@ -619,6 +681,8 @@ export class NodeAgent {
     this.unsubscribeExit?.();
     this.stagedCode.close();
     await Promise.all([...this.functions.values()].map((r) => r.pool.close()));
+    // Sandboxes not taken are removed: a next agent would not know what they wait for.
+    await this.sandboxes?.close();
     await this.runtime.close();
   }
 
@@ -649,6 +713,7 @@ function withPauseRetries(rt: Runtime): Runtime {
     close: () => rt.close(),
     prepareImage: (ref, onProgress) => rt.prepareImage(ref, onProgress),
     startWorker: (spec) => rt.startWorker(spec),
+    specialiseWorker: rt.specialiseWorker ? (spec) => rt.specialiseWorker!(spec) : undefined,
     pauseWorker: async (id) => {
       for (let attempt = 1; ; attempt++) {
         try {

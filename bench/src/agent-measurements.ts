@@ -1,4 +1,5 @@
 import type { NodeAgent } from "@esb/agent/node-agent";
+import { SANDBOX_ID_PREFIX } from "@esb/agent/pool/sandbox-pool";
 import type { AcquiredWorker } from "@esb/agent/pool/worker-pool";
 import { BENCH_NAMESPACE } from "./bench-environment.js";
 import type { ColdStartBreakdown, ColdStartSample } from "./cold-start-breakdown.js";
@@ -21,7 +22,9 @@ const COLD_BATCH = 10;
  * the first byte of its first response. Workers are held (busy, so the next
  * acquire must start another) and removed in batches of {@link COLD_BATCH}
  * between samples, outside the timed part. Returns the n timed samples in ms;
- * with `breakdown`, each timed sample's parts are pushed to `parts`.
+ * with `breakdown`, each timed sample's parts are pushed to `parts`. With
+ * `fromSandbox`, the agent's sandbox pool is filled before each sample (untimed)
+ * and every timed worker must come from a generic sandbox; without, none may.
  */
 export async function measureColdStarts(
   agent: NodeAgent,
@@ -30,6 +33,7 @@ export async function measureColdStarts(
   warmup: number,
   label: string,
   breakdown?: { of: ColdStartBreakdown; parts: ColdStartSample[] },
+  fromSandbox = false,
 ): Promise<number[]> {
   const ref = { namespace: BENCH_NAMESPACE, name };
   const samples: number[] = [];
@@ -41,11 +45,15 @@ export async function measureColdStarts(
   };
   try {
     for (let i = 0; i < warmup + n; i++) {
+      if (fromSandbox && !(await agent.sandboxes!.filled(60_000)))
+        throw new Error(`${label}: the sandbox pool did not fill within 60 s`);
       const t0 = performance.now();
       const w = await agent.acquire(ref, { holderId: BENCH_HOLDER, leaseMs: 300_000 });
       const acquireMs = performance.now() - t0;
       held.push(w);
       if (w.startKind !== "cold") throw new Error(`${label}: expected a cold start, got ${w.startKind}`);
+      if (w.workerId.startsWith(SANDBOX_ID_PREFIX) !== fromSandbox)
+        throw new Error(`${label}: worker ${w.workerId} ${fromSandbox ? "is not" : "is"} from a sandbox`);
       const { ms } = await postFirstByte(w.address, t0, { waitListening: true });
       if (i >= warmup) {
         samples.push(ms);
@@ -54,6 +62,7 @@ export async function measureColdStarts(
           totalMs: ms,
           acquireMs,
           phases: breakdown.of.phasesOf(w.workerId),
+          fromSandbox,
         });
         progress(label, i - warmup, n);
       }

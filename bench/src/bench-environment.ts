@@ -10,6 +10,7 @@ import { createLogger, type Logger } from "@esb/common";
 import { FunctionSpecSchema, type FunctionSpec } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import { generateAgentTokens } from "@esb/common/agent-credentials";
 import { AgentMetrics } from "@esb/agent/agent-metrics";
+import { DEFAULT_SANDBOX_POOL_SIZE } from "@esb/agent/agent-config";
 import { AgentServer } from "@esb/agent/agent-server";
 import { StaticTokenAuthenticator } from "@esb/agent/auth/static-token-authenticator";
 import { CniNetwork } from "@esb/agent/network/cni-network";
@@ -161,6 +162,8 @@ export class BenchEnvironment {
       onPoolEvent: metrics.record,
       // Standalone-like: the custom-runtime rows stage their bootstrap in a folder.
       allowCodeHostPath: true,
+      // As the agent's default (AGENT_SANDBOX_POOL_SIZE): the cold-start rows use and compare it.
+      sandboxPoolSize: DEFAULT_SANDBOX_POOL_SIZE,
     });
     metrics.attach(this.agent);
     await this.agent.start();

@@ -11,6 +11,8 @@ export interface ColdStartSample {
   acquireMs: number;
   /** The runtime's start steps (network, snapshot, task create/start, …). */
   phases: StartPhase[];
+  /** The worker was a generic sandbox, started before the sample. */
+  fromSandbox?: boolean;
 }
 
 /**
@@ -59,7 +61,9 @@ export class ColdStartBreakdown {
         add(p.name, p.ms);
         agentMs += p.ms;
       }
-      if (s.phases.length > 0) add("ready", s.acquireMs - agentMs);
+      // A worker from a sandbox started before the sample: its acquire is the specialisation.
+      // From a sandbox the runtime's steps are the specialisation's; the rest of the acquire is the port wait.
+      if (s.phases.length > 0) add(s.fromSandbox ? "port-wait" : "ready", s.acquireMs - agentMs);
       add("first-byte", s.totalMs - s.acquireMs);
       const init = this.initMs.get(s.workerId);
       if (init !== undefined) add("init-duration", init);
@@ -81,5 +85,8 @@ const PHASE_NOTES: Record<string, string> = {
   "task-start": "Tasks.Start (runc start)",
   ready: "task started -> acquire returned (emulator boot until :8080 listens, port polling)",
   "first-byte": "acquire returned -> first byte (runtime client init rest + invoke)",
-  "init-duration": "REPORT Init Duration (runtime client spawn -> first /next)",
+  "init-duration": "REPORT Init Duration (runtime client spawn, or sandbox hand-over, -> first /next)",
+  "specialise-mount": "code mounted at /var/task (read-only)",
+  "specialise-env": "specialisation file written for the emulator",
+  "port-wait": "specialised -> acquire returned (emulator reads its env, listens; port polling)",
 };

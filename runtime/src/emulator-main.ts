@@ -4,11 +4,13 @@
 // the runtime process group and exit 0. In a generic sandbox (ESB_SANDBOX_CONTROL set, see
 // sandbox-standby.ts) the emulator first waits for its function's environment, with the
 // runtime client already booted when ESB_SANDBOX_PREBOOT names its bootstrap.
+import { rmSync, writeFileSync } from "node:fs";
 import { Emulator, emulatorOptionsFromEnv } from "./emulator.js";
 import {
   preBootRuntime,
   SANDBOX_CONTROL_ENV,
   SANDBOX_PREBOOT_ENV,
+  SANDBOX_READY_FILE,
   waitForSpecialisation,
   type PreBootedRuntime,
 } from "./sandbox-standby.js";
@@ -21,8 +23,16 @@ async function main(): Promise<void> {
   let env: NodeJS.ProcessEnv = process.env;
   if (control) {
     const bootstrap = process.env[SANDBOX_PREBOOT_ENV];
-    if (bootstrap) preBooted = preBootRuntime(bootstrap, process.env);
-    env = (await waitForSpecialisation(control)).env;
+    if (bootstrap) {
+      preBooted = preBootRuntime(bootstrap, process.env);
+      // The agent takes the sandbox as ready once it says it waits (SANDBOX_READY_FILE):
+      // only then is the runtime booted too.
+      await preBooted.booted;
+    }
+    const specialised = waitForSpecialisation(control);
+    writeFileSync(SANDBOX_READY_FILE, "");
+    env = (await specialised).env;
+    rmSync(SANDBOX_READY_FILE, { force: true });
   }
   emulator = new Emulator({ ...emulatorOptionsFromEnv(env, process.argv.slice(2)), preBooted });
   const addr = await emulator.start();

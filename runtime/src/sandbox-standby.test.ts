@@ -5,7 +5,7 @@
 // fresh one when the function's start-up variables differ.
 import { describe, it, expect, afterEach } from "@jest/globals";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -68,9 +68,11 @@ async function startSandbox(): Promise<Sandbox> {
   const control = join(root, "control");
   const pidFile = join(root, "preboot.pid");
   const bootstrap = join(root, "bootstrap");
+  // Runtime images run their bootstrap with busybox ash.
+  const shell = existsSync("/bin/busybox") ? "/bin/busybox sh" : "/bin/sh";
   writeFileSync(
     bootstrap,
-    `#!/bin/sh\necho $$ > ${pidFile}\nexec ${process.execPath} ${NODE_CLIENT_MAIN}\n`,
+    `#!${shell}\necho $$ > ${pidFile}\nexec ${process.execPath} ${NODE_CLIENT_MAIN}\n`,
     { mode: 0o755 },
   );
   mkdirSync(control);
@@ -149,6 +151,8 @@ describe("generic sandbox (emulator-main with ESB_SANDBOX_CONTROL)", () => {
     expect(await listening(sbx.port)).toBe(false);
     const task = makeTaskDir({ "index.mjs": INDEX_MJS });
     cleanups.push(() => rmSync(task, { recursive: true, force: true }));
+    // Read now: a fresh runtime would run the same bootstrap and write its own pid.
+    const preBoot = sbx.preBootPid();
     specialise(sbx, functionEnv(sbx, task));
     await waitListening(sbx);
     const url = `http://127.0.0.1:${sbx.port}/2015-03-31/functions/function/invocations`;
@@ -156,7 +160,7 @@ describe("generic sandbox (emulator-main with ESB_SANDBOX_CONTROL)", () => {
     expect({ status: r.status, body: r.json }).toEqual({
       status: 200,
       body: {
-        pid: sbx.preBootPid(),
+        pid: preBoot,
         cwd: task,
         greeting: "hello from the function",
         standby: null,

@@ -7,7 +7,7 @@
 //
 // Runs INSIDE the worker image: Node built-ins only, imports only sibling worker files.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, watch } from "node:fs";
+import { closeSync, fstatSync, readFileSync, watch } from "node:fs";
 import { join } from "node:path";
 import { commandInCgroup, functionCgroupFromEnv } from "./function-cgroup.js";
 import { restoreRuntimeOnlyEnv, RUNTIME_ONLY_ENV_NAME } from "./runtime-only-env.js";
@@ -18,6 +18,12 @@ export const SANDBOX_CONTROL_ENV = "ESB_SANDBOX_CONTROL";
 export const SANDBOX_PREBOOT_ENV = "ESB_SANDBOX_PREBOOT";
 /** Set in a pre-booted runtime's environment: it reads its real environment from stdin first. */
 export const RUNTIME_STANDBY_ENV = "ESB_RUNTIME_STANDBY";
+/**
+ * Written by a sandbox once it waits for its function (its runtime booted too), in /tmp: the
+ * one folder the agent sees (its host folder) that the worker may write. Removed before the
+ * function's runtime starts, so the function's /tmp starts empty.
+ */
+export const SANDBOX_READY_FILE = "/tmp/.esb-sandbox-ready";
 /** File the agent writes (atomically) into the control folder to specialise the sandbox. */
 export const SPECIALISE_FILE = "specialise.json";
 
@@ -79,6 +85,8 @@ export interface PreBootedRuntime {
   child: ChildProcess;
   /** The environment it was started with (after the launcher's runtime-only variables were restored). */
   env: NodeJS.ProcessEnv;
+  /** Resolves once it is booted and waits for its environment (or exited). */
+  booted: Promise<void>;
   /** Gives it its real environment (it then loads the handler), and lets go of stdin. */
   handOver(env: NodeJS.ProcessEnv): void;
 }
@@ -94,17 +102,27 @@ export function preBootRuntime(bootstrap: string, baseEnv: NodeJS.ProcessEnv): P
   const command = [bootstrap];
   const cgroup = functionCgroupFromEnv(baseEnv);
   const argv = cgroup ? commandInCgroup(cgroup, command) : command;
+  // fd 3: the runtime closes it once it is booted and waits for its environment.
   const child = spawn(argv[0], argv.slice(1), {
     env,
-    stdio: ["pipe", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe", "pipe"],
     detached: true,
   });
   // A sandbox removed before it was used kills the group; nothing to report then.
   child.stdin!.on("error", () => undefined);
+  const booted = new Promise<void>((resolve) => {
+    const signal = child.stdio[3] as NodeJS.ReadableStream | null;
+    if (!signal) return resolve();
+    signal.on("data", () => undefined);
+    signal.on("end", () => resolve());
+    signal.on("error", () => resolve());
+    child.once("exit", () => resolve());
+  });
   return {
     command,
     child,
     env,
+    booted,
     handOver(real) {
       child.stdin!.end(JSON.stringify(real));
     },
@@ -128,13 +146,17 @@ export function preBootFits(pre: PreBootedRuntime, command: string[], env: NodeJ
 }
 
 /**
- * In a pre-booted runtime (`RUNTIME_STANDBY_ENV` set): reads the real environment
+ * In a pre-booted runtime (`RUNTIME_STANDBY_ENV` set): says it is booted (closes fd 3), reads the real environment
  * from stdin and makes it `process.env` (the standby one is dropped), then changes to
  * LAMBDA_TASK_ROOT (mounted after this process started: its old working folder is
  * the empty one under the mount). No-op otherwise.
  */
 export async function readStandbyEnvironment(): Promise<void> {
-  if (process.env[RUNTIME_STANDBY_ENV] !== "1") return;
+  // Only a runtime the standby emulator started has pipes on stdin and fd 3 (a fresh runtime's
+  // stdin is /dev/null, and fd 3 may then be one of Node's own).
+  if (process.env[RUNTIME_STANDBY_ENV] !== "1" || !isPipe(0) || !isPipe(3)) return;
+  // Tell the emulator this runtime is booted: close fd 3, its pipe.
+  closeSync(3);
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   const env = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, string>;
@@ -144,5 +166,15 @@ export async function readStandbyEnvironment(): Promise<void> {
     process.chdir(env.LAMBDA_TASK_ROOT || "/var/task");
   } catch {
     // no task root: the handler load reports it
+  }
+}
+
+/** A pipe or socket (Node gives a child's "pipe" stdio as a socket pair). */
+function isPipe(fd: number): boolean {
+  try {
+    const st = fstatSync(fd);
+    return st.isFIFO() || st.isSocket();
+  } catch {
+    return false;
   }
 }

@@ -55,6 +55,54 @@ export interface SpecContext {
   tmpHostPath?: string;
   /** Host directory of the function's memory cgroup (see FunctionMemoryCgroups), mounted for the emulator. */
   functionCgroupDir?: string;
+  /** A generic sandbox's host folders (see SandboxMounts): /var/task (propagation from the host) and its control folder. */
+  sandbox?: { taskHostPath: string; controlHostPath: string };
+}
+
+/** Where a generic sandbox sees its control folder (named in ESB_SANDBOX_CONTROL). */
+export const SANDBOX_CONTROL_PATH = "/run/esb/control";
+
+/**
+ * The environment of a worker's process: the image's, then the worker spec's (by name), a
+ * default PATH, and ESB_FUNCTION_CGROUP when the function has its own memory cgroup. A
+ * generic sandbox is handed the same for its function (see Runtime.specialiseWorker).
+ */
+export function workerProcessEnv(
+  spec: WorkerSpec,
+  image: PreparedImage,
+  functionCgroup: boolean,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of image.config.env) {
+    const i = kv.indexOf("=");
+    if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  env.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  Object.assign(env, spec.env);
+  if (functionCgroup) env[FUNCTION_CGROUP_ENV] = FUNCTION_CGROUP_PATH;
+  return env;
+}
+
+/**
+ * A generic sandbox's mounts: /var/task from a host folder as a recursive slave (the code the
+ * agent mounts on that folder later appears in the worker, read-only as mounted) and the
+ * control folder, read-only: only the agent writes the function's environment there.
+ */
+function sandboxMounts(dirs: { taskHostPath: string; controlHostPath: string }): OciRuntimeSpec["mounts"] {
+  return [
+    {
+      destination: "/var/task",
+      type: "bind",
+      source: dirs.taskHostPath,
+      options: ["rbind", "ro", "nosuid", "nodev", "rslave"],
+    },
+    {
+      destination: SANDBOX_CONTROL_PATH,
+      type: "bind",
+      source: dirs.controlHostPath,
+      options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
+    },
+  ];
 }
 
 /** Open files limit in AWS Lambda. */
@@ -76,15 +124,8 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
   const args = spec.args?.length ? spec.args : [...image.config.entrypoint, ...image.config.cmd];
   if (args.length === 0)
     throw new Error(`worker ${spec.id}: no command (image ${image.ref} has no entrypoint or cmd)`);
-  // Image env first, worker env overrides by name.
-  const env = new Map<string, string>();
-  for (const kv of image.config.env) {
-    const i = kv.indexOf("=");
-    if (i > 0) env.set(kv.slice(0, i), kv.slice(i + 1));
-  }
-  if (!env.has("PATH")) env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  for (const [k, v] of Object.entries(spec.env)) env.set(k, v);
-  if (ctx.functionCgroupDir) env.set(FUNCTION_CGROUP_ENV, FUNCTION_CGROUP_PATH);
+  const env = workerProcessEnv(spec, image, ctx.functionCgroupDir !== undefined);
+  if (ctx.sandbox) env.ESB_SANDBOX_CONTROL = SANDBOX_CONTROL_PATH;
   // The function's own limit is its child cgroup's; the worker's adds ESB's processes.
   const memoryBytes =
     (spec.memoryMb + (ctx.functionCgroupDir ? (spec.platformMemoryMb ?? 0) : 0)) * 1024 * 1024;
@@ -96,7 +137,7 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
       terminal: false,
       user,
       args,
-      env: [...env].map(([k, v]) => `${k}=${v}`),
+      env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       cwd: spec.workingDir || image.config.workingDir || "/",
       capabilities: noCaps,
       rlimits: [{ type: "RLIMIT_NOFILE", hard: NOFILE, soft: NOFILE }],
@@ -171,6 +212,7 @@ export function buildWorkerSpec(spec: WorkerSpec, image: PreparedImage, ctx: Spe
             },
           ]
         : []),
+      ...(ctx.sandbox ? sandboxMounts(ctx.sandbox) : []),
       ...(spec.mounts ?? []).map((m) => ({
         destination: m.containerPath,
         type: "bind",

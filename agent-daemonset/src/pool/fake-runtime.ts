@@ -27,6 +27,8 @@ export class FakeRuntime implements Runtime {
   /** While set, starts and resumes wait for it: lets a test act in the middle of one. */
   gate: Promise<void> | undefined;
   private exitListeners: ((e: WorkerExit) => void)[] = [];
+  /** Sandboxes started with `standby` and not yet specialised. */
+  readonly standby = new Set<string>();
   private n = 0;
   async start(): Promise<void> {}
   async close(): Promise<void> {}
@@ -45,7 +47,16 @@ export class FakeRuntime implements Runtime {
       throw new Error("image broken");
     }
     this.status.set(spec.id, "running");
+    if (spec.standby) this.standby.add(spec.id);
     return { id: spec.id, ip: `10.0.0.${++this.n}`, port: 8080, labels: spec.labels };
+  }
+  /** Specialises a running sandbox started with `standby` (see Runtime.specialiseWorker). */
+  async specialiseWorker(spec: WorkerSpec): Promise<WorkerHandle> {
+    this.calls.push(`specialise ${spec.id}`);
+    if (!this.standby.delete(spec.id))
+      throw new Error(`${spec.id} is not a sandbox waiting for its function`);
+    if (this.status.get(spec.id) !== "running") throw new Error(`cannot specialise ${spec.id}`);
+    return { id: spec.id, ip: `10.0.1.${++this.n}`, port: 8080, labels: spec.labels };
   }
   async pauseWorker(id: string): Promise<void> {
     this.calls.push(`pause ${id}`);
@@ -62,6 +73,7 @@ export class FakeRuntime implements Runtime {
   async removeWorker(id: string): Promise<void> {
     this.calls.push(`remove ${id}`);
     this.status.delete(id);
+    this.standby.delete(id);
   }
   async listWorkers(): Promise<ListedWorker[]> {
     return [];

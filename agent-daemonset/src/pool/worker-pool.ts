@@ -66,12 +66,18 @@ export interface PoolFunctionConfig {
    * unset: no check (images without ESB's emulator). Not on an invocation's path.
    */
   checkInit?(handle: WorkerHandle): Promise<void>;
+  /**
+   * A ready generic sandbox to specialise (Runtime.specialiseWorker) for the next worker
+   * cold-started for an acquirer: its id, which becomes the worker's; undefined starts a new
+   * worker. Unset: every worker is new. Provisioned workers are always new.
+   */
+  takeSandbox?(): string | undefined;
 }
 
 /** Something that happened in a pool, for metrics and logs. */
 export type PoolEvent =
   | { type: "acquired"; function: string; kind: StartKind; durationMs: number }
-  | { type: "cold-start"; function: string; durationMs: number; ok: boolean }
+  | { type: "cold-start"; function: string; durationMs: number; ok: boolean; fromSandbox?: boolean }
   | { type: "paused"; function: string }
   | { type: "thawed"; function: string; durationMs: number }
   | { type: "removed"; function: string; reason: string; failed: boolean };
@@ -561,24 +567,33 @@ export class WorkerPool {
 
   /** Starts a worker for this acquirer; null when it vanished before it could be handed out (caller retries). */
   private async coldStart(opts: AcquireOptions, started: number): Promise<AcquiredWorker | null> {
-    const w = this.newWorker(this.newWorkerId());
+    const sandboxId = this.config.takeSandbox?.();
+    const fromSandbox = sandboxId !== undefined;
+    const w = this.newWorker(sandboxId ?? this.newWorkerId());
     const t0 = Date.now();
     let handle: WorkerHandle;
     try {
       const spec = this.config.workerSpec(w.id);
-      handle = await this.op(w, () => this.startReady(w, spec));
+      handle = await this.op(w, () => this.startReady(w, spec, fromSandbox));
     } catch (err) {
       this.onEvent({
         type: "cold-start",
         function: this.functionKey,
         durationMs: Date.now() - t0,
         ok: false,
+        fromSandbox,
       });
       await this.remove(w, `start failed: ${(err as Error).message}`, true);
       throw err;
     }
     w.handle = handle;
-    this.onEvent({ type: "cold-start", function: this.functionKey, durationMs: Date.now() - t0, ok: true });
+    this.onEvent({
+      type: "cold-start",
+      function: this.functionKey,
+      durationMs: Date.now() - t0,
+      ok: true,
+      fromSandbox,
+    });
     if (w.state !== "starting") {
       // It exited (crash event) while starting: a broken function, do not loop on it.
       throw new Error(`worker ${w.id} of ${this.functionKey} exited while starting`);
@@ -603,17 +618,21 @@ export class WorkerPool {
   }
 
   /**
-   * Starts the worker's container, then waits until its invoke port listens; with a
-   * start limiter, only once a slot is free (the readiness deadline counts from then).
+   * Starts the worker's container (or specialises the generic sandbox `spec.id`), then waits
+   * until its invoke port listens; with a start limiter, only once a slot is free (the
+   * readiness deadline counts from then).
    */
-  private startReady(w: PoolWorker, spec: WorkerSpec): Promise<WorkerHandle> {
+  private startReady(w: PoolWorker, spec: WorkerSpec, fromSandbox = false): Promise<WorkerHandle> {
     const start = async () => {
-      const handle = await this.runtime.startWorker(spec);
+      const handle = fromSandbox
+        ? await this.runtime.specialiseWorker!(spec)
+        : await this.runtime.startWorker(spec);
       w.handle = handle;
       await this.waitReady(handle, () => w.state === "starting");
       return handle;
     };
-    return this.startLimiter ? this.startLimiter.run(start) : start();
+    // A specialisation is no start: it does not wait for (nor take) a start slot.
+    return this.startLimiter && !fromSandbox ? this.startLimiter.run(start) : start();
   }
 
   private handOut(w: PoolWorker, kind: StartKind, started: number): AcquiredWorker {

@@ -8,6 +8,13 @@ import { Status } from "@esb/common/gen/containerd/types/task/task_pb";
 import { ContainerdConnection, isAlreadyExists, isNotFound } from "../containerd/containerd-connection.js";
 import { ImageService, type StoredImage } from "../containerd/image-service.js";
 import { buildWorkerSpec, OCI_SPEC_TYPE_URL } from "../containerd/oci-spec.js";
+import { SandboxMounts } from "../sandbox/sandbox-mounts.js";
+import {
+  sandboxMismatch,
+  specialiseSandbox,
+  waitForStandby,
+  type StandbySandbox,
+} from "./sandbox-specialisation.js";
 import type { RegistryCredentials } from "../containerd/registry-client.js";
 import { TaskLogPipes } from "../containerd/task-log-pipes.js";
 import type { WorkerNetwork } from "../network/worker-network.js";
@@ -109,6 +116,9 @@ export class ContainerdRuntime implements Runtime {
   private readonly removing = new Set<string>();
   private readonly onRemovalError: (workerId: string, err: Error) => void;
   private readonly onStartPhases: StartPhaseListener | undefined;
+  private readonly sandboxMounts: SandboxMounts;
+  /** Generic sandboxes started by this runtime and not yet specialised. */
+  private readonly standby = new Map<string, StandbySandbox>();
   private readonly prepared = new Map<string, StoredImage>();
   private readonly preparing = new Map<string, Promise<StoredImage>>();
   private started = false;
@@ -123,6 +133,7 @@ export class ContainerdRuntime implements Runtime {
       opts.connection ?? new ContainerdConnection({ socketPath: opts.socketPath, namespace: this.namespace });
     this.onRemovalError = opts.onRemovalError ?? (() => undefined);
     this.onStartPhases = opts.onStartPhases;
+    this.sandboxMounts = new SandboxMounts(join(opts.stateDir, "sandboxes"));
     this.images = new ImageService(this.conn, {
       snapshotter: this.snapshotter,
       insecureRegistries: opts.insecureRegistries,
@@ -167,6 +178,12 @@ export class ContainerdRuntime implements Runtime {
       this.exits.start();
     }
     this.started = true;
+    // Read-only code copies of a previous agent: the workers' own mounts do not need them.
+    await this.sandboxMounts
+      .sweepCodeCopies()
+      .catch((err: unknown) =>
+        this.log.warn({ err: (err as Error).message }, "old sandbox code copies not unmounted"),
+      );
   }
 
   async close(): Promise<void> {
@@ -207,7 +224,13 @@ export class ContainerdRuntime implements Runtime {
     try {
       const host = await this.hostResources.prepare(spec, this.cgroupOf(id));
       clock.mark("host-resources");
-      const ociSpec = buildWorkerSpec(spec, image, { netnsPath, cgroupParent: this.cgroupParent, ...host });
+      const sandbox = spec.standby ? await this.sandboxMounts.prepare(id) : undefined;
+      const ociSpec = buildWorkerSpec(spec, image, {
+        netnsPath,
+        cgroupParent: this.cgroupParent,
+        ...host,
+        sandbox,
+      });
       const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: ip };
       // The container record references the snapshot key, which keeps it from GC once prepared.
       await this.conn.unary(Containers.method.create, {
@@ -236,7 +259,12 @@ export class ContainerdRuntime implements Runtime {
       clock.mark("task-create");
       const { pid } = await this.conn.unary(Tasks.method.start, { containerId: id });
       clock.mark("task-start");
+      if (spec.standby) {
+        await waitForStandby(host.tmpHostPath, async () => (await this.workerStatus(id)) === "running");
+        clock.mark("standby");
+      }
       this.onStartPhases?.(id, clock.phases);
+      if (spec.standby) this.standby.set(id, { spec, ip, pid, functionCgroup: !!host.functionCgroupDir });
       this.log.debug({ id, ip, pid }, "worker started");
       return { id, ip, port: WORKER_PORT, labels, pid };
     } catch (err) {
@@ -245,6 +273,26 @@ export class ContainerdRuntime implements Runtime {
       );
       throw err;
     }
+  }
+
+  async specialiseWorker(spec: WorkerSpec): Promise<WorkerHandle> {
+    const sandbox = this.standby.get(spec.id);
+    if (!sandbox) throw new Error(`worker ${spec.id} is not a generic sandbox waiting for its function`);
+    const mismatch = sandboxMismatch(sandbox.spec, spec);
+    if (mismatch) throw new Error(`worker ${spec.id}: cannot specialise the sandbox: ${mismatch}`);
+    // Once: a failed specialisation leaves a sandbox in an unknown state, which the caller removes.
+    this.standby.delete(spec.id);
+    const image = await this.storedImage(spec.image.ref);
+    const labels = { ...spec.labels, [WORKER_LABELS.role]: WORKER_ROLE, [IP_LABEL]: sandbox.ip };
+    const done = await specialiseSandbox(this.conn, this.sandboxMounts, sandbox, spec, image, labels);
+    this.onStartPhases?.(spec.id, done.phases);
+    done.relabelled.catch((err: unknown) =>
+      this.log.warn(
+        { id: spec.id, err: (err as Error).message },
+        "worker labels not updated after specialisation",
+      ),
+    );
+    return { id: spec.id, ip: sandbox.ip, port: WORKER_PORT, labels, pid: sandbox.pid };
   }
 
   /** Freezes the worker's cgroup (kernel freezer) and resolves once every process of it is frozen. */
@@ -292,6 +340,11 @@ export class ContainerdRuntime implements Runtime {
       this.onRemovalError(id, err as Error);
     });
     await this.pipes.remove(id);
+    this.standby.delete(id);
+    await this.sandboxMounts.release(id).catch((err: unknown) => {
+      this.log.warn({ id, err: (err as Error).message }, "sandbox mounts removal failed");
+      this.onRemovalError(id, err as Error);
+    });
     await this.hostResources.release(id, this.cgroupOf(id)).catch((err: unknown) => {
       this.log.warn({ id, err: (err as Error).message }, "worker /tmp or cgroup removal failed");
       this.onRemovalError(id, err as Error);

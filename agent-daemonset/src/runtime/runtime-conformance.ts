@@ -1,5 +1,7 @@
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import { kernelFreezerStates, type KernelProcessState } from "../testing/kernel-freezer.js";
 import { buildTestImage, pushTestImage, TEST_WORKER_BODY } from "../testing/test-image.js";
@@ -43,6 +45,23 @@ echo "function=$?"
 if echo 1 2>/dev/null > "$ESB_FUNCTION_CGROUP/memory.limit_in_bytes"; then echo limit-file=writable; else echo limit-file=read-only; fi
 echo after=alive
 echo probe=done
+`;
+
+/**
+ * Run by a generic sandbox (standby): waits for its specialisation as ESB's emulator does,
+ * then shows what its function would see: the environment handed over, /var/task.
+ */
+const STANDBY_PROBE = `
+echo standby=waiting
+touch /tmp/.esb-sandbox-ready
+while [ ! -f "$ESB_SANDBOX_CONTROL/specialise.json" ]; do sleep 0.05; done
+echo "specialisation=$(cat "$ESB_SANDBOX_CONTROL/specialise.json")"
+echo "task=$(ls /var/task)"
+echo "task-content=$(cat /var/task/code.txt)"
+if touch /var/task/x 2>/dev/null; then echo task=rw; else echo task=ro; fi
+if echo x 2>/dev/null > "$ESB_SANDBOX_CONTROL/specialise.json"; then echo control=rw; else echo control=ro; fi
+echo probe=done
+sleep 600
 `;
 
 /** What a {@link Runtime} implementation provides to run the conformance suite. */
@@ -356,6 +375,64 @@ export function describeRuntimeConformance(name: string, setup: () => Promise<Co
         ]),
       );
       expect(out.find((l) => l.startsWith("stdout:tmp-fs="))).not.toBe("stdout:tmp-fs=tmpfs");
+    });
+
+    it("specialises a generic sandbox: code read-only at /var/task, function labels, environment handed over once", async () => {
+      if (!runtime.specialiseWorker) return; // engines without it start every worker anew (documented)
+      const code = mkdtempSync(join(tmpdir(), "esb-conformance-code-"));
+      chmodSync(code, 0o755);
+      writeFileSync(join(code, "code.txt"), "the function's code\n", { mode: 0o644 });
+      try {
+        const base = { memoryMb: 32, platformMemoryMb: 64, args: ["/bin/sh", "-c", STANDBY_PROBE] };
+        const sandbox = spec({
+          ...base,
+          standby: true,
+          labels: { [WORKER_LABELS.owner]: `conformance-${run}` },
+        });
+        await runtime.startWorker(sandbox);
+        await waitFor("standby", () => logsOf(sandbox.id).includes("stdout:standby=waiting"));
+        // A spec that does not fit the sandbox (another memory size) is refused.
+        await expect(runtime.specialiseWorker({ ...sandbox, ...base, memoryMb: 64 })).rejects.toThrow(
+          /memoryMb/,
+        );
+        const fn = {
+          ...spec(base),
+          id: sandbox.id,
+          env: { AWS_LAMBDA_FUNCTION_NAME: "conformance", GREETING: "specialised" },
+          mounts: [{ hostPath: code, containerPath: "/var/task" }],
+        };
+        const handle = await runtime.specialiseWorker(fn);
+        expect(handle).toMatchObject({ id: sandbox.id, port: 8080 });
+        const out = await waitFor(
+          "probe output",
+          () => logsOf(sandbox.id).includes("stdout:probe=done") && logsOf(sandbox.id),
+        );
+        const env = JSON.parse(
+          out.find((l) => l.startsWith("stdout:specialisation="))!.slice("stdout:specialisation=".length),
+        );
+        expect(env.env).toMatchObject({
+          GREETING: "specialised",
+          TEST_IMAGE: "1",
+          AWS_LAMBDA_FUNCTION_NAME: "conformance",
+        });
+        expect(out).toEqual(
+          expect.arrayContaining([
+            "stdout:task=code.txt",
+            "stdout:task-content=the function's code",
+            "stdout:task=ro",
+            "stdout:control=ro",
+          ]),
+        );
+        const listed = await waitFor("function labels", async () => {
+          const w = (await runtime.listWorkers()).find((x) => x.id === sandbox.id);
+          return w?.labels[WORKER_LABELS.function] === "default/conformance" && w;
+        });
+        expect(listed.ip).toBe(handle.ip);
+        // Once only: a specialised worker is no sandbox any more.
+        await expect(runtime.specialiseWorker(fn)).rejects.toThrow();
+      } finally {
+        rmSync(code, { recursive: true, force: true });
+      }
     });
 
     it("removes workers completely and idempotently", async () => {

@@ -82,6 +82,15 @@ export interface WorkerSpec {
   mounts?: { hostPath: string; containerPath: string }[];
   /** Most processes the worker may run. */
   pidsLimit?: number;
+  /**
+   * A generic sandbox, started before its function is known (see {@link Runtime.specialiseWorker}):
+   * the runtime mounts an empty /var/task that code can be mounted on later, and a control
+   * folder from which the worker's emulator reads its function's environment; nothing in the
+   * worker listens until then; startWorker resolves once the sandbox waits for its function (it
+   * writes /tmp/.esb-sandbox-ready, as ESB's emulator does once its runtime is booted). Only
+   * for images with ESB's emulator; `mounts` must not name /var/task.
+   */
+  standby?: boolean;
 }
 
 /** A running (or paused) worker container. */
@@ -152,6 +161,17 @@ export interface Runtime {
   pauseWorker(id: string): Promise<void>;
   /** Thaws a paused worker. */
   resumeWorker(id: string): Promise<void>;
+  /**
+   * Turns the generic sandbox `spec.id` (started with {@link WorkerSpec.standby}, not yet
+   * specialised) into a worker of `spec`'s function: `spec.mounts` appear read-only in it
+   * (code at /var/task), its labels become `spec.labels` (a restarted agent re-adopts it as
+   * the function's worker), and its emulator starts the function with the environment a
+   * worker started from `spec` would have. `spec`'s image, memory, /tmp and pids limit must be
+   * the sandbox's. Resolves before the worker listens (wait for its port as after startWorker).
+   * Throws when `spec.id` is no unspecialised sandbox. Optional: engines without it start
+   * every worker with startWorker.
+   */
+  specialiseWorker?(spec: WorkerSpec): Promise<WorkerHandle>;
   /** Kills the worker, removes its container, network and files. Idempotent. */
   removeWorker(id: string): Promise<void>;
   /** Lists this runtime's workers (containers carrying the role label), with status. */

@@ -269,6 +269,9 @@ export class ChaosStack {
         AGENT_PORT: String(port),
         AGENT_METRICS_PORT: String(metricsPort),
         AGENT_STATE_DIR: this.agentStateDir,
+        // The inventory compares containerd, netns and IPs with ListWorkers, which does not list
+        // generic sandboxes (sandbox-cold-start.test covers them): none here.
+        AGENT_SANDBOX_POOL_SIZE: "0",
         AGENT_AUTH: "token",
         AGENT_TOKENS_FILE: tokensFile,
         NODE_NAME: `chaos-${this.id}`,

@@ -7,15 +7,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Any, EmptySchema, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_any, file_google_protobuf_empty, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Any, EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_any, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file containerd/services/containers/v1/containers.proto.
  */
 export const file_containerd_services_containers_v1_containers: GenFile = /*@__PURE__*/
-  fileDesc("CjJjb250YWluZXJkL3NlcnZpY2VzL2NvbnRhaW5lcnMvdjEvY29udGFpbmVycy5wcm90bxIhY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxItUDCglDb250YWluZXISCgoCaWQYASABKAkSSAoGbGFiZWxzGAIgAygLMjguY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lci5MYWJlbHNFbnRyeRINCgVpbWFnZRgDIAEoCRJFCgdydW50aW1lGAQgASgLMjQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lci5SdW50aW1lEiIKBHNwZWMYBSABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EhMKC3NuYXBzaG90dGVyGAYgASgJEhQKDHNuYXBzaG90X2tleRgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo+CgdSdW50aW1lEgwKBG5hbWUYASABKAkSJQoHb3B0aW9ucxgCIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIhChNHZXRDb250YWluZXJSZXF1ZXN0EgoKAmlkGAEgASgJIlcKFEdldENvbnRhaW5lclJlc3BvbnNlEj8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXIiKAoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0Eg8KB2ZpbHRlcnMYASADKAkiWgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRJACgpjb250YWluZXJzGAEgAygLMiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lciJZChZDcmVhdGVDb250YWluZXJSZXF1ZXN0Ej8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXIiWgoXQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USPwoJY29udGFpbmVyGAEgASgLMiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lciIkChZEZWxldGVDb250YWluZXJSZXF1ZXN0EgoKAmlkGAEgASgJMt8DCgpDb250YWluZXJzEnYKA0dldBI2LmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5HZXRDb250YWluZXJSZXF1ZXN0GjcuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkdldENvbnRhaW5lclJlc3BvbnNlEnsKBExpc3QSOC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuTGlzdENvbnRhaW5lcnNSZXF1ZXN0GjkuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkxpc3RDb250YWluZXJzUmVzcG9uc2USfwoGQ3JlYXRlEjkuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNyZWF0ZUNvbnRhaW5lclJlcXVlc3QaOi5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USWwoGRGVsZXRlEjkuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkRlbGV0ZUNvbnRhaW5lclJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHliBnByb3RvMw", [file_google_protobuf_any, file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("CjJjb250YWluZXJkL3NlcnZpY2VzL2NvbnRhaW5lcnMvdjEvY29udGFpbmVycy5wcm90bxIhY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxItUDCglDb250YWluZXISCgoCaWQYASABKAkSSAoGbGFiZWxzGAIgAygLMjguY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lci5MYWJlbHNFbnRyeRINCgVpbWFnZRgDIAEoCRJFCgdydW50aW1lGAQgASgLMjQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lci5SdW50aW1lEiIKBHNwZWMYBSABKAsyFC5nb29nbGUucHJvdG9idWYuQW55EhMKC3NuYXBzaG90dGVyGAYgASgJEhQKDHNuYXBzaG90X2tleRgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo+CgdSdW50aW1lEgwKBG5hbWUYASABKAkSJQoHb3B0aW9ucxgCIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIhChNHZXRDb250YWluZXJSZXF1ZXN0EgoKAmlkGAEgASgJIlcKFEdldENvbnRhaW5lclJlc3BvbnNlEj8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXIiKAoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0Eg8KB2ZpbHRlcnMYASADKAkiWgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRJACgpjb250YWluZXJzGAEgAygLMiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lciJZChZDcmVhdGVDb250YWluZXJSZXF1ZXN0Ej8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXIiWgoXQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USPwoJY29udGFpbmVyGAEgASgLMiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkNvbnRhaW5lciIkChZEZWxldGVDb250YWluZXJSZXF1ZXN0EgoKAmlkGAEgASgJIooBChZVcGRhdGVDb250YWluZXJSZXF1ZXN0Ej8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIloKF1VwZGF0ZUNvbnRhaW5lclJlc3BvbnNlEj8KCWNvbnRhaW5lchgBIAEoCzIsLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5Db250YWluZXIy4AQKCkNvbnRhaW5lcnMSdgoDR2V0EjYuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250YWluZXJzLnYxLkdldENvbnRhaW5lclJlcXVlc3QaNy5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuR2V0Q29udGFpbmVyUmVzcG9uc2USewoETGlzdBI4LmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5MaXN0Q29udGFpbmVyc1JlcXVlc3QaOS5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuTGlzdENvbnRhaW5lcnNSZXNwb25zZRJ/CgZDcmVhdGUSOS5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBo6LmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5DcmVhdGVDb250YWluZXJSZXNwb25zZRJ/CgZVcGRhdGUSOS5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuVXBkYXRlQ29udGFpbmVyUmVxdWVzdBo6LmNvbnRhaW5lcmQuc2VydmljZXMuY29udGFpbmVycy52MS5VcGRhdGVDb250YWluZXJSZXNwb25zZRJbCgZEZWxldGUSOS5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRhaW5lcnMudjEuRGVsZXRlQ29udGFpbmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_any, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message containerd.services.containers.v1.Container
@@ -216,6 +216,47 @@ export const DeleteContainerRequestSchema: GenMessage<DeleteContainerRequest> = 
   messageDesc(file_containerd_services_containers_v1_containers, 7);
 
 /**
+ * @generated from message containerd.services.containers.v1.UpdateContainerRequest
+ */
+export type UpdateContainerRequest = Message<"containerd.services.containers.v1.UpdateContainerRequest"> & {
+  /**
+   * @generated from field: containerd.services.containers.v1.Container container = 1;
+   */
+  container?: Container | undefined;
+
+  /**
+   * Fields of container to change (e.g. "labels": replaces every label).
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message containerd.services.containers.v1.UpdateContainerRequest.
+ * Use `create(UpdateContainerRequestSchema)` to create a new message.
+ */
+export const UpdateContainerRequestSchema: GenMessage<UpdateContainerRequest> = /*@__PURE__*/
+  messageDesc(file_containerd_services_containers_v1_containers, 8);
+
+/**
+ * @generated from message containerd.services.containers.v1.UpdateContainerResponse
+ */
+export type UpdateContainerResponse = Message<"containerd.services.containers.v1.UpdateContainerResponse"> & {
+  /**
+   * @generated from field: containerd.services.containers.v1.Container container = 1;
+   */
+  container?: Container | undefined;
+};
+
+/**
+ * Describes the message containerd.services.containers.v1.UpdateContainerResponse.
+ * Use `create(UpdateContainerResponseSchema)` to create a new message.
+ */
+export const UpdateContainerResponseSchema: GenMessage<UpdateContainerResponse> = /*@__PURE__*/
+  messageDesc(file_containerd_services_containers_v1_containers, 9);
+
+/**
  * Container metadata store.
  *
  * @generated from service containerd.services.containers.v1.Containers
@@ -244,6 +285,14 @@ export const Containers: GenService<{
     methodKind: "unary";
     input: typeof CreateContainerRequestSchema;
     output: typeof CreateContainerResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.containers.v1.Containers.Update
+   */
+  update: {
+    methodKind: "unary";
+    input: typeof UpdateContainerRequestSchema;
+    output: typeof UpdateContainerResponseSchema;
   },
   /**
    * @generated from rpc containerd.services.containers.v1.Containers.Delete
