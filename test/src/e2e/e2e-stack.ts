@@ -276,10 +276,15 @@ export class E2eStack {
       for (const p of this.agent.agent.pools()) {
         await attempt(() => this.agent.agent.destroyFunction(p.ref));
       }
-      // Busy workers (if any) are destroyed once released: wait until the runtime has none left.
-      const rt = this.agent.agent.runtime;
+      // Busy workers (if any) are destroyed once released: wait until the runtime has none left,
+      // and no start is still in flight (a starting worker has no container yet, nor a sandbox).
+      const agent = this.agent.agent;
       await attempt(() =>
-        waitFor(async () => (await rt.listWorkers()).length === 0, 60_000, "workers destroyed"),
+        waitFor(
+          async () => agent.trackedWorkers().length === 0 && (await agent.runtime.listWorkers()).length === 0,
+          60_000,
+          "workers destroyed",
+        ),
       );
       await attempt(() => this.agent.stop());
     }
