@@ -5,12 +5,14 @@
 // and the code from the zip answers. `kubectl get lf` and the API agree both ways.
 import { describe, it, expect, beforeAll, afterAll } from "@jest/globals";
 import {
+  CreateAliasCommand,
   CreateFunctionCommand,
   DeleteFunctionCommand,
   GetFunctionCommand,
   InvokeCommand,
   LambdaClient,
   ListFunctionsCommand,
+  PublishVersionCommand,
   UpdateFunctionCodeCommand,
   UpdateFunctionConfigurationCommand,
   waitUntilFunctionActiveV2,
@@ -204,6 +206,38 @@ describe("Lambda control-plane API on Kubernetes (SDK/CLI → gateway → apiser
   );
 
   it(
+    "PublishVersion → a LambdaFunction api-fn.v1 the controller runs; an alias runs it after the function changed",
+    async () => {
+      const v = await lambda.send(new PublishVersionCommand({ FunctionName: "api-fn" }));
+      expect(v.Version).toBe("1");
+      expect((await getLf("api-fn.v1")).metadata.annotations?.["lambda.esb.dev/version-of"]).toBe("api-fn");
+      await lambda.send(
+        new UpdateFunctionCodeCommand({
+          FunctionName: "api-fn",
+          ZipFile: await makeZip({ "index.mjs": code("three") }),
+        }),
+      );
+      await waitUntilFunctionUpdatedV2({ client: lambda, maxWaitTime: READY_S }, { FunctionName: "api-fn" });
+      await lambda.send(
+        new CreateAliasCommand({ FunctionName: "api-fn", Name: "live", FunctionVersion: "1" }),
+      );
+      await waitUntilFunctionActiveV2(
+        { client: lambda, maxWaitTime: READY_S },
+        { FunctionName: "api-fn", Qualifier: "1" },
+      );
+      // Two code ConfigMaps now: the function's and the version's.
+      expect(await configMaps()).toHaveLength(2);
+      expect(await invoke("api-fn")).toEqual({ word: "three", name: "k8s" });
+      const out = await lambda.send(
+        new InvokeCommand({ FunctionName: "api-fn", Qualifier: "live", Payload: Buffer.from("{}") }),
+      );
+      expect(out.ExecutedVersion).toBe("1");
+      expect(JSON.parse(Buffer.from(out.Payload!).toString())).toMatchObject({ word: "two" });
+    },
+    READY_S * 1000,
+  );
+
+  it(
     "a function made with kubectl apply is listed and updatable through the API",
     async () => {
       const file = join(dir, "applied.yaml");
@@ -223,6 +257,7 @@ describe("Lambda control-plane API on Kubernetes (SDK/CLI → gateway → apiser
       expectSuccess(await k("apply", "-f", file), "kubectl apply");
       await waitUntilFunctionActiveV2({ client: lambda, maxWaitTime: READY_S }, { FunctionName: "applied" });
       const list = await lambda.send(new ListFunctionsCommand({}));
+      // The version object is not listed as a function.
       expect(list.Functions?.map((f) => f.FunctionName).sort()).toEqual(["api-fn", "applied"]);
       await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: "applied", MemorySize: 192 }));
       expect((await getLf("applied")).spec.memorySize).toBe(192);
