@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { BenchEnvironment, REPO_ROOT } from "./bench-environment.js";
 import { BenchResults } from "./bench-results.js";
 import { FULL_SIZES, QUICK_SIZES, type BenchScenario } from "./bench-scenario.js";
+import { agentRpcScenario } from "./agent-rpc-scenario.js";
 import { coldStartScenario } from "./cold-start-scenario.js";
 import { densityScenario } from "./density-scenario.js";
 import { functionScaleScenario } from "./function-scale-scenario.js";
@@ -22,6 +23,7 @@ import { wrkAvailable } from "./wrk-load.js";
 export const SCENARIOS: BenchScenario[] = [
   coldStartScenario,
   thawScenario,
+  agentRpcScenario,
   warmInvokeScenario,
   perRequestScenario,
   throughputScenario,
