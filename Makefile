@@ -123,7 +123,7 @@ clean:
 ESB_NAMESPACE ?= esb-system
 ESB_RELEASE ?= esb
 ESB_IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}.*/\1/p' charts/esb/Chart.yaml)
-ESB_COMPONENTS := controller agent gateway nats
+ESB_COMPONENTS := controller agent gateway nats victoria-logs
 ESB_IMAGES_DIR ?= .esb/images
 ESB_CLUSTER_DIR ?= /var/lib/esb/cluster
 export ESB_CLUSTER_DIR
@@ -160,9 +160,9 @@ cluster-up: build cluster-binaries
 cluster-down:
 	hack/cluster.sh down
 
-## images: the three component images and nats-server's as OCI archives in .esb/images, built without
+## images: the three component images, nats-server's and victoria-logs' as OCI archives in .esb/images, built without
 ## Docker; loaded into the local cluster's node when one runs
-images: build nats python-runtimes
+images: build nats victorialogs python-runtimes
 	hack/fetch-node-runtime.sh 22 >/dev/null
 	node runtime/dist/image/build-component-images-main.js --out-dir .esb/component-images --archive-dir $(ESB_IMAGES_DIR)
 	@if hack/cluster.sh status 2>/dev/null | grep -q '^containerd: running'; then $(MAKE) --no-print-directory cluster-load; fi

@@ -140,5 +140,9 @@ events:
   nats:
     persistence:
       enabled: false         # no volume provisioner here: JetStream's store is an emptyDir
+logs:
+  victoriaLogs:
+    persistence:
+      enabled: false         # the same for VictoriaLogs' store
 YAML
 }

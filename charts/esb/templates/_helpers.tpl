@@ -159,3 +159,61 @@ reached through the Service's environment variable, which the kubelet expands
 {{- printf "%s:%s" $image.repository $tag -}}
 {{- end -}}
 {{- end -}}
+
+{{/* True ("true") when the chart deploys VictoriaLogs itself: logs enabled without logs.victoriaLogs.url. */}}
+{{- define "esb.deployVictoriaLogs" -}}
+{{- if and .Values.logs.enabled (not .Values.logs.victoriaLogs.url) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Base URL of the VictoriaLogs the agents ship to (the deployed one through its Service's variable, as NATS). */}}
+{{- define "esb.victoriaLogsURL" -}}
+{{- if .Values.logs.victoriaLogs.url -}}
+{{- .Values.logs.victoriaLogs.url -}}
+{{- else -}}
+{{- $svc := include "esb.componentName" (dict "root" . "component" "victoria-logs") | upper | replace "-" "_" -}}
+{{- printf "http://$(%s_SERVICE_HOST):9428" $svc -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret holding VictoriaLogs' Basic credentials (keys username, password); empty when there is none. */}}
+{{- define "esb.victoriaLogsSecretName" -}}
+{{- if .Values.logs.victoriaLogs.existingSecret -}}
+{{- .Values.logs.victoriaLogs.existingSecret -}}
+{{- else if include "esb.deployVictoriaLogs" . -}}
+{{- printf "%s-auth" (include "esb.componentName" (dict "root" . "component" "victoria-logs")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference of VictoriaLogs. */}}
+{{- define "esb.victoriaLogsImage" -}}
+{{- $image := .Values.logs.victoriaLogs.image -}}
+{{- $tag := $image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .Values.image.registry) $image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The agent's AGENT_LOGS_* variables (none when logs are off). */}}
+{{- define "esb.agentLogsEnv" -}}
+{{- if .Values.logs.enabled -}}
+# Worker output goes to VictoriaLogs, with its Basic credentials.
+- name: AGENT_LOGS_URL
+  value: {{ include "esb.victoriaLogsURL" . | quote }}
+- name: AGENT_LOGS_BUFFER_LINES
+  value: {{ .Values.logs.bufferLines | quote }}
+{{- with include "esb.victoriaLogsSecretName" . }}
+- name: AGENT_LOGS_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: username
+- name: AGENT_LOGS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: password
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
- * Builds the controller, agent and gateway images, and the nats image (the
+ * Builds the controller, agent and gateway images, the nats image (the
  * unmodified nats-server that `make nats` builds, which the chart deploys for
- * durable Event invocations), as OCI layouts without a container engine (the project's one image build path, like ko or jib), and
+ * durable Event invocations) and the victoria-logs image (the unmodified
+ * VictoriaLogs of `make victorialogs`, the chart's function log store), as OCI layouts without a container engine (the project's one image build path, like ko or jib), and
  * optionally writes OCI archives and pushes them to a registry. The
  * workspaces must be built first (`npx tsc -b controller agent-daemonset
  * gateway`); the agent image carries the managed-runtime images, whose
  * nodejs22.x needs Node 22 (`hack/fetch-node-runtime.sh 22`). Usage:
  *
- *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway,nats]
+ *   node runtime/dist/image/build-component-images-main.js [--component controller,agent,gateway,nats,victoria-logs]
  *     [--out-dir DIR] [--archive-dir DIR] [--push HOST:PORT] [--repository-prefix esb]
  *     [--name-prefix docker.io/esb] [--runtime-image-cache-dir DIR] [--compression gzip|none] [--json]
  *
@@ -26,11 +27,18 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { buildComponentImages, COMPONENTS, type ComponentName } from "./component-image-builder.js";
 import { buildNatsImage } from "./nats-image-builder.js";
+import type { ServerImageOptions, ServerImage } from "./server-image-builder.js";
+import { buildVictoriaLogsImage } from "./victoria-logs-image-builder.js";
 import { writeOciArchive } from "./oci-image-writer.js";
 import { RegistryClient } from "./registry-client.js";
 
-/** The Node components, then nats (its image carries only the nats-server binary). */
-const ALL = [...COMPONENTS, "nats"] as const;
+/** Third-party servers: each image carries only the server's binary. */
+const SERVERS: Record<string, (o: ServerImageOptions) => Promise<ServerImage>> = {
+  nats: buildNatsImage,
+  "victoria-logs": buildVictoriaLogsImage,
+};
+/** The Node components, then the servers. */
+const ALL = [...COMPONENTS, ...Object.keys(SERVERS)];
 
 const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-dir DIR] [--archive-dir DIR]
        [--push HOST:PORT] [--repository-prefix P] [--name-prefix P] [--runtime-image-cache-dir DIR]
@@ -39,7 +47,7 @@ const USAGE = `usage: build-component-images-main.js [--component C[,C]] [--out-
 Builds the ESB component images (${ALL.join(", ")}) as OCI layouts in <out-dir>/<component>,
 and OCI archives <archive-dir>/<component>.oci.tar (for ctr images import, kind load image-archive).
 The agent image carries the runtime images nodejs24.x, nodejs22.x, python3.13, python3.11 and provided;
-nodejs22.x needs Node 22: run hack/fetch-node-runtime.sh 22 first; the Python ones hack/build-python-runtime.sh. The nats image needs nats-server: run make nats first.
+nodejs22.x needs Node 22: run hack/fetch-node-runtime.sh 22 first; the Python ones hack/build-python-runtime.sh. The nats image needs nats-server: run make nats first; victoria-logs: make victorialogs.
 `;
 
 let values;
@@ -68,8 +76,8 @@ if (values.help) {
   process.exit(0);
 }
 const wanted = (values.component ?? [ALL.join(",")]).flatMap((c) => c.split(",")).filter(Boolean);
-const withNats = wanted.includes("nats");
-const components = wanted.filter((c) => c !== "nats");
+const servers = wanted.filter((c) => c in SERVERS);
+const components = wanted.filter((c) => !(c in SERVERS));
 for (const c of components) {
   if (!(COMPONENTS as readonly string[]).includes(c)) {
     process.stderr.write(`unknown component "${c}": expected one of ${ALL.join(", ")}\n`);
@@ -103,7 +111,9 @@ try {
           onProgress: say,
         })
       : []),
-    ...(withNats ? [await buildNatsImage({ outDir, compression, namePrefix: values["name-prefix"] })] : []),
+    ...(await Promise.all(
+      servers.map((c) => SERVERS[c]({ outDir, compression, namePrefix: values["name-prefix"] })),
+    )),
   ];
   const buildMs = Date.now() - started;
   const report = [];

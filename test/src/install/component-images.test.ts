@@ -39,7 +39,7 @@ const components = Object.keys(expected) as Component[];
 interface BuildReport {
   buildMs: number;
   images: {
-    component: Component | "nats";
+    component: Component | "nats" | "victoria-logs";
     version: string;
     imageName: string;
     tag: string;
@@ -194,9 +194,10 @@ afterAll(async () => {
 
 describe("component images (daemonless OCI layouts)", () => {
   it("builds one image per component, tagged with the component's version", () => {
-    expect(report.images.map((i) => i.component).sort()).toEqual([...components, "nats"].sort());
+    expect(report.images.map((i) => i.component).sort()).toEqual([...components, "nats", "victoria-logs"].sort());
     for (const image of report.images) {
-      if (image.component === "nats") continue; // tagged with nats-server's version (below)
+      // Tagged with the server's version (below).
+      if (image.component === "nats" || image.component === "victoria-logs") continue;
       const pkg = JSON.parse(
         readFileSync(join(repoRoot, expected[image.component].workspace, "package.json"), "utf8"),
       ) as {
@@ -289,6 +290,18 @@ describe("component images (daemonless OCI layouts)", () => {
       stdout: `nats-server: v${image.version}`,
       stderr: "",
     });
+  }, 300_000);
+
+  it("victoria-logs: the unmodified VictoriaLogs built by make victorialogs, tagged with its version", async () => {
+    const image = report.images.find((i) => i.component === "victoria-logs")!;
+    expect(image.imageName).toBe(`docker.io/esb/victoria-logs:${image.version}`);
+    expect(image.version).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(imported).toContain(image.imageName);
+    const res = await ctrRun(image.imageName, [...image.entrypoint, "-help"]);
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
+    // The flags the chart relies on.
+    for (const flag of ["-httpAuth.username", "-httpAuth.password", "-storageDataPath", "-retentionPeriod"])
+      expect(res.stdout).toContain(flag);
   }, 300_000);
 
   it.each(components)(
