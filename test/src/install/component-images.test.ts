@@ -194,7 +194,9 @@ afterAll(async () => {
 
 describe("component images (daemonless OCI layouts)", () => {
   it("builds one image per component, tagged with the component's version", () => {
-    expect(report.images.map((i) => i.component).sort()).toEqual([...components, "nats", "victoria-logs"].sort());
+    expect(report.images.map((i) => i.component).sort()).toEqual(
+      [...components, "nats", "victoria-logs"].sort(),
+    );
     for (const image of report.images) {
       // Tagged with the server's version (below).
       if (image.component === "nats" || image.component === "victoria-logs") continue;
