@@ -125,6 +125,7 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
     expect((await pods("controller")).filter(ready)).toHaveLength(2);
     expect((await pods("agent")).filter(ready)).toHaveLength(1);
     expect((await pods("gateway")).filter(ready)).toHaveLength(2);
+    expect((await pods("victoria-logs")).filter(ready)).toHaveLength(1);
   });
 
   it(
@@ -188,6 +189,54 @@ describe("ESB on a local Kubernetes cluster (kubelet, containerd, ingress)", () 
       const missing = await invoke("no-such-function", {});
       expect(missing.status).toBe(404);
       expect(missing.headers.get("x-amzn-errortype")).toBe("ResourceNotFoundException");
+    },
+    2 * MINUTE,
+  );
+
+  it(
+    "ships the function's lines to the chart's VictoriaLogs, where esb logs finds them by request id",
+    async () => {
+      const out = await lambda.send(new InvokeCommand({ FunctionName: "hello", Payload: '{"name":"logs"}' }));
+      const requestId = out.$metadata.requestId!;
+      expect(requestId).toBeTruthy();
+      // VictoriaLogs' pod on the cluster's bridge; its credentials from the chart's Secret.
+      const url = `http://${(await pods("victoria-logs"))[0].status.podIP!}:9428`;
+      const secret = JSON.parse(
+        await kOk("-n", NS, "get", "secret", "esb-victoria-logs-auth", "-o", "json"),
+      ) as { data: { username: string; password: string } };
+      const creds = {
+        ESB_LOGS_USERNAME: Buffer.from(secret.data.username, "base64").toString(),
+        ESB_LOGS_PASSWORD: Buffer.from(secret.data.password, "base64").toString(),
+      };
+      const anonymous = await fetch(`${url}/select/logsql/query`, {
+        method: "POST",
+        body: new URLSearchParams({ query: "*" }),
+      });
+      expect(anonymous.status).toBe(401);
+      await anonymous.arrayBuffer();
+      const esbLogs = () =>
+        run("env", [
+          ...Object.entries(creds).map(([k, v]) => `${k}=${v}`),
+          process.execPath,
+          join(repoRoot, "cli", "dist", "main.js"),
+          "logs",
+          "hello",
+          "--logs-url",
+          url,
+          "--request-id",
+          requestId,
+        ]);
+      const printed = await eventually(
+        "the invocation's REPORT line in VictoriaLogs",
+        async () => {
+          const r = await esbLogs();
+          return r.code === 0 && r.stdout.includes(`REPORT RequestId: ${requestId}`) ? r.stdout : undefined;
+        },
+        MINUTE,
+      );
+      const lines = printed.trim().split("\n");
+      expect(lines[0]).toContain(`START RequestId: ${requestId} Version: $LATEST`);
+      expect(lines.some((l) => l.includes(`END RequestId: ${requestId}`))).toBe(true);
     },
     2 * MINUTE,
   );
