@@ -135,6 +135,27 @@ describe("VictoriaLogsShipper (real VictoriaLogs)", () => {
     await shipper.close();
   });
 
+  it("bounds the buffer by characters too: long lines push the oldest out", async () => {
+    const registry = new Registry();
+    const server = await store();
+    await server.kill(); // down: everything stays buffered
+    const shipper = new VictoriaLogsShipper({
+      url: server.url,
+      registry,
+      logger: log,
+      maxBufferedChars: 1_500,
+      minBackoffMs: 60_000,
+    });
+    const records = new FunctionLogRecords({ node: "n", functionOf: () => "default/long" });
+    for (let i = 0; i < 10; i++)
+      shipper.push(records.record({ id: "w", stream: "stdout", line: `${i}`.repeat(500) }));
+    // Each entry is ~650 characters with its fields: two fit in 1,500.
+    expect(shipper.size).toBe(2);
+    expect(await metric(registry, "esb_agent_log_lines_dropped_total", { reason: "buffer_full" })).toBe(8);
+    await shipper.close(0);
+    expect(await metric(registry, "esb_agent_log_lines_dropped_total", { reason: "shutdown" })).toBe(2);
+  });
+
   it("reaches a store with Basic auth only with its credentials (and says so when refused)", async () => {
     const auth = { username: "esb", password: "s3cret-pw" };
     const server = await store(auth);

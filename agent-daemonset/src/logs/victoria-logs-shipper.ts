@@ -14,6 +14,8 @@ export interface VictoriaLogsShipperOptions {
   password?: string;
   /** Most lines held while the store is slow or down; beyond it the oldest are dropped (counted). Default 20,000. */
   maxBufferedLines?: number;
+  /** Most characters held (long lines count for what they weigh); beyond it the oldest are dropped. Default 32 Mi. */
+  maxBufferedChars?: number;
   /** Most lines per POST. Default 1,000. */
   batchLines?: number;
   /** How long a line may wait for more to fill a batch. Default 500 ms. */
@@ -48,6 +50,8 @@ export class VictoriaLogsShipper {
   private readonly headers: Record<string, string>;
   private readonly log: Logger;
   private buffer: string[] = [];
+  /** Characters of the lines from head on. */
+  private chars = 0;
   private head = 0;
   private sending = false;
   private timer: NodeJS.Timeout | undefined;
@@ -66,6 +70,7 @@ export class VictoriaLogsShipper {
     this.opts = {
       url: options.url.replace(/\/+$/, ""),
       maxBufferedLines: options.maxBufferedLines ?? 20_000,
+      maxBufferedChars: options.maxBufferedChars ?? 32 * 1024 * 1024,
       batchLines: options.batchLines ?? 1_000,
       flushIntervalMs: options.flushIntervalMs ?? 500,
       minBackoffMs: options.minBackoffMs ?? 500,
@@ -116,11 +121,20 @@ export class VictoriaLogsShipper {
   /** Queues one record; never blocks and never throws. */
   push(record: FunctionLogRecord): void {
     if (this.closed) return;
-    if (this.size >= this.opts.maxBufferedLines) {
-      this.head++; // the oldest line goes
-      this.drop("buffer_full", 1);
+    const line = JSON.stringify(toStoreFields(record));
+    let dropped = 0;
+    // The oldest lines go first, until the new one fits both bounds.
+    while (
+      this.size > 0 &&
+      (this.size >= this.opts.maxBufferedLines || this.chars + line.length > this.opts.maxBufferedChars)
+    ) {
+      this.chars -= this.buffer[this.head].length;
+      this.head++;
+      dropped++;
     }
-    this.buffer.push(JSON.stringify(toStoreFields(record)));
+    if (dropped > 0) this.drop("buffer_full", dropped);
+    this.buffer.push(line);
+    this.chars += line.length;
     if (this.head > 4096 && this.head * 2 > this.buffer.length) {
       this.buffer = this.buffer.slice(this.head);
       this.head = 0;
@@ -147,6 +161,7 @@ export class VictoriaLogsShipper {
     if (this.size > 0) this.drop("shutdown", this.size);
     this.buffer = [];
     this.head = 0;
+    this.chars = 0;
     clearTimeout(this.dropReport);
     this.reportDrops();
   }
@@ -226,6 +241,7 @@ export class VictoriaLogsShipper {
     // Lines pushed out by a full buffer during the POST moved head past some of them.
     let i = 0;
     while (i < lines.length && this.head < this.buffer.length && this.buffer[this.head] === lines[i]) {
+      this.chars -= lines[i].length;
       this.head++;
       i++;
     }
