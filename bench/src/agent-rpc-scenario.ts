@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
-import { agentTransport, staticTokenSource } from "@esb/common/agent-credentials";
+import { agentSessionManager, agentTransport, staticTokenSource } from "@esb/common/agent-credentials";
 import {
   AcquireWorkerRequestSchema,
   AcquireWorkerResponseSchema,
@@ -60,6 +60,45 @@ async function bareCall(
 
 const FN = "bench-rpc";
 
+/** The agent ping interval, scaled down from 10 s so that the idle rows take seconds. */
+const IDLE_PING_MS = 100;
+/** Gap before each idle-row call: longer than {@link IDLE_PING_MS}. */
+const IDLE_GAP_MS = 250;
+
+/**
+ * A call after the connection sat idle longer than the ping interval: with the
+ * connect-node session pinging only open connections (the gateway's settings
+ * before agentSessionManager) the call first waits for a PING round trip; with
+ * agentSessionManager's idle pings it does not. Interleaved, n / 10 calls each.
+ */
+async function afterIdle(url: string, token: string, n: number, samples: Map<string, number[]>) {
+  const before = new Http2SessionManager(url, { pingIntervalMs: IDLE_PING_MS, pingTimeoutMs: 5_000 });
+  const after = agentSessionManager(url, IDLE_PING_MS);
+  const rows: [string, Http2SessionManager][] = [
+    ["agent-rpc-after-idle-verify", before],
+    ["agent-rpc-after-idle-pinged", after],
+  ];
+  const tokens = staticTokenSource(token);
+  const clients = rows.map(([name, s]) => {
+    samples.set(name, []);
+    return [name, createClient(AgentService, agentTransport(url, tokens, s))] as const;
+  });
+  try {
+    for (const [, c] of clients) await c.getNodeStats({});
+    for (let i = 0; i < Math.max(20, n / 10); i++) {
+      for (const [name, c] of i % 2 ? [...clients].reverse() : clients) {
+        await sleep(IDLE_GAP_MS);
+        const t0 = performance.now();
+        await c.getNodeStats({});
+        samples.get(name)!.push(performance.now() - t0);
+      }
+    }
+  } finally {
+    before.abort();
+    after.abort();
+  }
+}
+
 /**
  * Agent RPC round trip: unary GetNodeStats on the bench's real AgentServer
  * (bearer token checked, readiness interceptor), the same call through each
@@ -78,6 +117,8 @@ export const agentRpcScenario: BenchScenario = {
     "agent-acquire-inprocess",
     "agent-acquire-connect",
     "agent-acquire-http2",
+    "agent-rpc-after-idle-verify",
+    "agent-rpc-after-idle-pinged",
     "ratio-agent-rpc-connect-vs-http2",
     "ratio-agent-acquire-connect-vs-http2",
   ],
@@ -157,7 +198,7 @@ export const agentRpcScenario: BenchScenario = {
       tunedSession.abort();
       await env.destroyFunction(FN);
     }
-    const notes: Record<string, string> = {
+    const notes: Record<string, string | undefined> = {
       "agent-rpc-connect": "GetNodeStats via agentTransport (connect-es gRPC client, as gateway/controller)",
       "agent-rpc-connect-nodelay": "the same with the HTTP/2 socket's Nagle off (noDelay)",
       "agent-rpc-http2": "GetNodeStats as a bare node:http2 gRPC request (the floor)",
@@ -166,7 +207,12 @@ export const agentRpcScenario: BenchScenario = {
       "agent-acquire-connect": "the same over AcquireWorker via agentTransport (as the gateway)",
       "agent-acquire-http2": "the same over AcquireWorker as a bare node:http2 gRPC request",
     };
-    for (const [name] of clients)
+    await afterIdle(env.agentUrl, token, n, samples);
+    notes["agent-rpc-after-idle-verify"] =
+      `GetNodeStats ${IDLE_GAP_MS} ms after the last call, session pinged only while open (the gateway before; interval scaled to ${IDLE_PING_MS} ms): PING round trip first`;
+    notes["agent-rpc-after-idle-pinged"] =
+      `the same with agentSessionManager (idle connection pinged every ${IDLE_PING_MS} ms): no PING before the call`;
+    for (const name of samples.keys())
       results.add(summarize(name, "ms", samples.get(name)!, { note: notes[name] }));
     results.ratio("ratio-agent-rpc-connect-vs-http2", "agent-rpc-connect", "agent-rpc-http2");
     results.ratio("ratio-agent-acquire-connect-vs-http2", "agent-acquire-connect", "agent-acquire-http2");

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import type { Interceptor, Transport } from "@connectrpc/connect";
-import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 /**
  * Who may call an agent. The controller prepares and destroys functions; the
@@ -68,15 +68,38 @@ export function bearerTokenInterceptor(source: AgentTokenSource): Interceptor {
   };
 }
 
+/** How often an agent connection is checked with an HTTP/2 PING (see {@link agentSessionManager}). */
+export const AGENT_PING_INTERVAL_MS = 10_000;
+
+/**
+ * The HTTP/2 session to one agent: a PING every `pingIntervalMs` while it is
+ * open AND while it is idle (a dead agent is found within `pingIntervalMs` +
+ * 5 s). Pinging the idle connection is what keeps calls fast: connect-node
+ * otherwise verifies a connection idle for longer than `pingIntervalMs` with a
+ * PING round trip before the call, so the first acquire after a lull paid an
+ * extra round trip (bench `agent-rpc-after-idle-*`).
+ */
+export function agentSessionManager(
+  baseUrl: string,
+  pingIntervalMs = AGENT_PING_INTERVAL_MS,
+): Http2SessionManager {
+  return new Http2SessionManager(baseUrl, {
+    pingIntervalMs,
+    pingTimeoutMs: 5_000,
+    pingIdleConnection: true,
+  });
+}
+
 /**
  * The one way ESB components open a transport to an agent: gRPC over HTTP/2,
  * with the caller's bearer token on every call when it has one (an agent refuses
- * calls without one with `unauthenticated`).
+ * calls without one with `unauthenticated`). Without `sessionManager`, one of
+ * {@link agentSessionManager}'s.
  */
 export function agentTransport(
   baseUrl: string,
   token: AgentTokenSource | undefined,
-  sessionManager?: Http2SessionManager,
+  sessionManager: Http2SessionManager = agentSessionManager(baseUrl),
 ): Transport {
   return createGrpcTransport({
     baseUrl,

@@ -1,6 +1,6 @@
 import { createClient, type Client } from "@connectrpc/connect";
-import { Http2SessionManager } from "@connectrpc/connect-node";
-import { agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
+import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { agentSessionManager, agentTransport, type AgentTokenSource } from "@esb/common/agent-credentials";
 import type { Logger } from "@esb/common";
 import { AgentService, type FunctionPoolStatus } from "@esb/common/gen/esb/agent/v1/agent_pb";
 import type { AgentDiscovery } from "./agent-discovery.js";
@@ -109,7 +109,7 @@ export class AgentClientPool {
     const wanted = new Set(this.discovery.agents());
     for (const url of wanted) {
       if (this.connections.has(url)) continue;
-      const session = new Http2SessionManager(url, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 });
+      const session = agentSessionManager(url);
       const transport = agentTransport(url, this.agentToken, session);
       this.connections.set(url, {
         url,
