@@ -577,7 +577,8 @@ describe("agent image: what the agent runs", () => {
           name: `esb.local/runtime/${r.runtime}:${r.tag}`,
           label: r.runtime,
           entrypoint: ["/var/runtime/esb/start-emulator"],
-          layers: 3,
+          // Base, Node, emulator files; plus the JavaScript SDK (nodejs*) or the Python root file system (python*).
+          layers: r.runtime === "provided" ? 3 : 4,
         },
       ]),
     );
