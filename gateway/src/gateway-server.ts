@@ -60,8 +60,8 @@ export interface GatewayServerOptions {
 
 /**
  * The gateway's HTTP server: the Lambda Invoke API under `/2015-03-31/functions/`,
- * `/healthz` (process alive), `/readyz` (functions listed and at least one agent
- * answering heartbeats), `/metrics` (Prometheus), and every other path served
+ * `/healthz` (process alive), `/readyz` (functions listed and an agent has answered
+ * since start), `/metrics` (Prometheus), and every other path served
  * from the functions' HTTP routes.
  */
 export class GatewayServer {
@@ -73,6 +73,8 @@ export class GatewayServer {
   private readonly broker: WorkerBroker;
   private readonly invokeApi: InvokeApiHandler;
   private readonly controlApi: ControlApiHandler;
+  /** An agent has answered a heartbeat since start (see {@link ready}). */
+  private agentAnswered = false;
   private readonly routes: HttpRouteHandler;
   private readonly registry: FunctionRegistry;
   private readonly logger: Logger;
@@ -213,9 +215,16 @@ export class GatewayServer {
     this.credentials?.close();
   }
 
-  /** True when functions are listed and at least one agent answers heartbeats. */
+  /**
+   * True once functions are listed and an agent has answered a heartbeat since start. Not
+   * withdrawn when the agents later go away (an agent pod replaced on a one-node cluster, a
+   * restart): every replica would then leave the Service at once and callers would get the
+   * ingress's bare 502s; a ready gateway rides the outage out (GATEWAY_AGENT_OUTAGE_WAIT_MS)
+   * and otherwise answers in AWS's terms.
+   */
   ready(): boolean {
-    return this.registry.synced && this.agents.list().some((a) => a.healthy);
+    this.agentAnswered ||= this.agents.list().some((a) => a.healthy);
+    return this.registry.synced && this.agentAnswered;
   }
 
   private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -252,7 +261,7 @@ export class GatewayServer {
     if (req.method === "GET" && path === "/readyz") {
       return this.ready()
         ? text(res, 200, "ok\n")
-        : text(res, 503, this.registry.synced ? "no agent is reachable\n" : "functions not listed yet\n");
+        : text(res, 503, this.registry.synced ? "no agent has answered yet\n" : "functions not listed yet\n");
     }
     if (req.method === "GET" && path === "/metrics")
       return serveMetrics(req, res, this.metricsAccess, this.metrics.registry);
