@@ -86,7 +86,7 @@ export class CgroupFreezer {
   }
 
   /**
-   * The kernel's freezer state of `cgroup`, or undefined when it does not exist.
+   * The kernel's freezer state of `cgroup`, or undefined when it does not exist (or is being removed).
    * On v1, `freezing` while a freeze is in progress; on v2 a cgroup asked to
    * freeze whose tasks are not all frozen yet is `freezing` too.
    */
@@ -104,7 +104,9 @@ export class CgroupFreezer {
       if (/^frozen 1$/m.test(events)) return "frozen";
       return wanted.trim() === "1" ? "freezing" : "thawed";
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      // ENODEV: the cgroup is being removed (its last task exited) while we read it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENODEV") return undefined;
       throw err;
     }
   }
