@@ -606,7 +606,8 @@ describe("agent image: what the agent runs", () => {
     const res = await ctrRun(image.imageName, ["node", "--input-type=module", "-e", script], {
       readOnly: true,
       env: { ESB_LOG_LEVEL: "silent" },
-      mounts: { [socket]: "/run/containerd/containerd.sock" },
+      // The node's cgroup tree, as the chart mounts it: the runtime freezes workers through it.
+      mounts: { [socket]: "/run/containerd/containerd.sock", "/sys/fs/cgroup": "/sys/fs/cgroup" },
     });
     expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
     const names = Object.fromEntries(
