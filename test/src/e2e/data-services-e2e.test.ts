@@ -236,10 +236,15 @@ describe("data services end to end (runtime SDK in a containerd worker → bridg
   it("a CommonJS function requires the runtime's SDK (document client) from /var/runtime/node_modules", async () => {
     // After the ESM test: the table and item exist.
     const out = await invoke(lambda, "data-cjs", { table: "e2e-items" });
+    // /var/node_modules is the image's link to /var/runtime/node_modules: the same files. With the
+    // runtime client pre-booted in a generic sandbox, require.resolve reports the link's path (why is
+    // not understood yet: fs.realpathSync in that process gives the target); a fresh one the target.
     expect(out).toEqual({
       text: "hello from a worker",
-      sdk: "/var/runtime/node_modules/@aws-sdk/client-dynamodb/dist-cjs/index.js",
-      tslib: "/var/runtime/node_modules/tslib/tslib.js",
+      sdk: expect.stringMatching(
+        /^\/var\/(runtime\/)?node_modules\/@aws-sdk\/client-dynamodb\/dist-cjs\/index\.js$/,
+      ),
+      tslib: expect.stringMatching(/^\/var\/(runtime\/)?node_modules\/tslib\/tslib\.js$/),
     });
   });
 
